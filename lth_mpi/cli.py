@@ -1,0 +1,56 @@
+"""Command line: `lth-mpi run CONFIG.yaml [--set k=v ...] [--output PATH] [--resume] [--dry-run]`.
+
+Usage: mpiexec -n <P> python -m mpi4py -m lth_mpi run CONFIG.yaml
+       srun -n <P> python -m mpi4py -m lth_mpi run CONFIG.yaml
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # keep TensorFlow's start-up chatter out
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lth-mpi", description="Lottery-ticket search over MPI ranks.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run (or resume) a search")
+    r.add_argument("config", help="YAML config (examples in run/configs/)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.epochs=3 (repeatable)")
+    r.add_argument("--output", help="results HDF5 path (overrides the config's output)")
+    r.add_argument("--resume", action="store_true",
+                   help="continue an interrupted results file, skipping finished cells")
+    r.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    from . import config, parallel, search   # after argparse, so --help needs no MPI
+    overrides = list(args.set) + ([f"output={args.output}"] if args.output else [])
+    cfg, error = None, None
+    try:
+        cfg = config.load(args.config, overrides, world_size=parallel.world_size())
+    except config.ConfigError as exc:
+        error = str(exc)
+    error = parallel.agree(error)   # a file missing on one node fails every rank alike
+    if error:
+        search.fail(error)
+    return search.run(cfg, resume=args.resume, dry_run=args.dry_run)
+
+
+def console() -> None:
+    """Entry point of the `lth-mpi` script: without `python -m mpi4py`, an exception on one
+    rank would leave the others waiting in a collective, so abort the whole job instead."""
+    try:
+        sys.exit(main())
+    except SystemExit:
+        raise
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
+        from mpi4py import MPI
+        MPI.COMM_WORLD.Abort(1)

@@ -1,0 +1,188 @@
+"""The run configuration: YAML in, a validated plain dict out.
+
+Every key is declared once in SCHEMA with its type and default; validation names the dotted
+key of the first problem in one line, so that every rank can print the same error and exit.
+`--set dotted.key=value` overrides are parsed as YAML scalars and validated like the file.
+"""
+from __future__ import annotations
+
+import copy
+import os
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad configuration; the message is one line naming the key."""
+
+
+REQUIRED = object()
+
+# key -> (type or tuple of types, default). Sub-dicts are sections. model and dataset take
+# extra keys: they are keyword arguments of the model builder or dataset reader, checked there.
+SCHEMA = {
+    "name": (str, "lth-search"),
+    "seed": (int, 0),
+    "output": (str, "results.h5"),
+    "model": {"name": (str, REQUIRED)},
+    "dataset": {"name": (str, "fashion_mnist"),
+                "path": ((str, type(None)), None),
+                "train_examples": ((int, type(None)), None),
+                "test_examples": ((int, type(None)), None)},
+    "train": {"epochs": (int, 2),
+              "batch_size": (int, 128),
+              "optimizer": (str, "adam"),
+              "learning_rate": (float, 1.2e-3),
+              "momentum": (float, 0.9),
+              "weight_decay": (float, 0.0)},
+    "rewind": {"unit": (str, "epoch"),
+               "points": (list, [0])},
+    "prune": {"sparsities": (list, REQUIRED),
+              "scope": (str, "global"),
+              "exclude": (list, [])},
+    "controls": (list, []),
+    "parallel": {"group_size": (int, 4),
+                 "assign": (str, "masks"),
+                 "dense": (str, "rank0"),
+                 "threads": ((int, type(None)), None)},
+}
+OPEN_SECTIONS = ("model", "dataset")   # may hold builder keyword arguments
+CHOICES = {
+    "train.optimizer": ("adam", "sgd"),
+    "rewind.unit": ("epoch", "iteration"),
+    "prune.scope": ("global", "layerwise"),
+    "parallel.assign": ("masks", "cells"),
+    "parallel.dense": ("rank0",),
+}
+CONTROLS = ("random_reinit",)
+
+
+def _merge(schema: dict, given: dict, prefix: str, open_section: bool) -> dict:
+    """Defaults filled in, unknown keys and wrong types refused."""
+    if not isinstance(given, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {given!r}")
+    out = {}
+    for key in given:
+        if key not in schema and not open_section:
+            raise ConfigError(f"{prefix}{key}: unknown key (valid: {', '.join(schema)})")
+    for key, spec in schema.items():
+        if isinstance(spec, dict):
+            out[key] = _merge(spec, given.get(key, {}) or {}, f"{prefix}{key}.",
+                              key in OPEN_SECTIONS)
+            continue
+        typ, default = spec
+        if key not in given:
+            if default is REQUIRED:
+                raise ConfigError(f"{prefix}{key}: required key is missing")
+            out[key] = copy.deepcopy(default)
+            continue
+        value = given[key]
+        if typ is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        types = typ if isinstance(typ, tuple) else (typ,)
+        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+            names = "/".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ConfigError(f"{prefix}{key}: expected {names}, got {value!r}")
+        out[key] = value
+    if open_section:
+        out.update({k: v for k, v in given.items() if k not in schema})
+    return out
+
+
+def _check(cfg: dict, world_size: int | None) -> None:
+    """Value checks that need more than a type."""
+    for dotted, choices in CHOICES.items():
+        section, key = dotted.split(".")
+        if cfg[section][key] not in choices:
+            raise ConfigError(f"{dotted}: {cfg[section][key]!r} is not one of {', '.join(choices)}")
+    t = cfg["train"]
+    for key in ("epochs", "batch_size"):
+        if t[key] < 1:
+            raise ConfigError(f"train.{key}: must be >= 1, got {t[key]}")
+    if t["learning_rate"] <= 0:
+        raise ConfigError(f"train.learning_rate: must be > 0, got {t['learning_rate']}")
+    if not 0 <= t["momentum"] < 1:
+        raise ConfigError(f"train.momentum: must be in [0, 1), got {t['momentum']}")
+    if t["weight_decay"] < 0:
+        raise ConfigError(f"train.weight_decay: must be >= 0, got {t['weight_decay']}")
+    sp = cfg["prune"]["sparsities"]
+    if not sp:
+        raise ConfigError("prune.sparsities: needs at least one sparsity")
+    for s in sp:
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < 1:
+            raise ConfigError(f"prune.sparsities: {s!r} is outside (0, 1)")
+    if len(set(sp)) != len(sp):
+        raise ConfigError(f"prune.sparsities: duplicate values in {sp}")
+    if not all(isinstance(e, str) for e in cfg["prune"]["exclude"]):
+        raise ConfigError("prune.exclude: expected a list of layer names")
+    points = cfg["rewind"]["points"]
+    if not points:
+        raise ConfigError("rewind.points: needs at least one rewind point")
+    if len(set(points)) != len(points):
+        raise ConfigError(f"rewind.points: duplicate values in {points}")
+    for p in points:
+        if isinstance(p, bool) or not isinstance(p, int) or p < 0:
+            raise ConfigError(f"rewind.points: {p!r} is not a non-negative integer")
+        if cfg["rewind"]["unit"] == "epoch" and p > t["epochs"]:
+            raise ConfigError(f"rewind.points: epoch {p} is beyond the {t['epochs']} dense epochs")
+    for c in cfg["controls"]:
+        if c not in CONTROLS:
+            raise ConfigError(f"controls: unknown control {c!r} (valid: {', '.join(CONTROLS)})")
+    for key in ("train_examples", "test_examples"):
+        n = cfg["dataset"][key]
+        if n is not None and n < 1:
+            raise ConfigError(f"dataset.{key}: must be >= 1, got {n}")
+    par = cfg["parallel"]
+    if par["group_size"] < 1:
+        raise ConfigError(f"parallel.group_size: must be >= 1, got {par['group_size']}")
+    if par["threads"] is not None and par["threads"] < 1:
+        raise ConfigError(f"parallel.threads: must be >= 1, got {par['threads']}")
+    if world_size is not None and world_size % par["group_size"]:
+        raise ConfigError(f"parallel.group_size: {par['group_size']} does not divide the "
+                          f"{world_size} ranks")
+    if t["batch_size"] % par["group_size"]:
+        raise ConfigError(f"train.batch_size: {t['batch_size']} is not divisible by "
+                          f"parallel.group_size {par['group_size']}")
+
+
+def set_dotted(raw: dict, assignment: str) -> None:
+    """Apply one `dotted.key=value` override to the raw (unvalidated) config."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment}: expected dotted.key=value")
+    dotted, text = assignment.split("=", 1)
+    try:
+        value = yaml.safe_load(text) if text else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {dotted}: cannot parse {text!r} ({exc.problem})") from None
+    node = raw
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        if not isinstance(node.get(part, {}), dict):
+            raise ConfigError(f"--set {dotted}: {part} is not a section")
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def load(path: str | None = None, overrides: list[str] = (), world_size: int | None = None,
+         raw: dict | None = None) -> dict:
+    """Read, override and validate a config; raises ConfigError with a one-line message."""
+    if raw is None:
+        if not os.path.isfile(path):
+            raise ConfigError(f"config: file not found: {path}")
+        try:
+            with open(path) as fh:
+                raw = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config: {path} is not valid YAML "
+                              f"({str(exc).splitlines()[0]})") from None
+    raw = copy.deepcopy(raw)
+    for assignment in overrides:
+        set_dotted(raw, assignment)
+    cfg = _merge(SCHEMA, raw, "", False)
+    _check(cfg, world_size)
+    return cfg
+
+
+def dump(cfg: dict) -> str:
+    """The config as YAML text, for provenance and --dry-run."""
+    return yaml.safe_dump(cfg, sort_keys=False)

@@ -1,0 +1,220 @@
+"""The parallel layer: the one module that touches mpi4py and Horovod.
+
+Rules it keeps (docs/design.md): every rank calls every collective; decisions made on one
+rank are shared before anyone acts; arrays move with buffer methods (Bcast, Gatherv, Send);
+ranks that wait do so with a non-blocking barrier and sleep, because MPICH's blocking calls
+spin and would steal the cores of the rank still computing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import time
+
+import numpy as np
+from mpi4py import MPI
+
+RESULT_TAG = 17
+
+
+@dataclasses.dataclass
+class Layout:
+    world: MPI.Comm
+    group_comm: MPI.Comm
+    rank: int
+    size: int
+    group: int           # index of this rank's group
+    group_rank: int
+    group_size: int
+    n_groups: int
+    local_rank: int      # among the ranks on this node (all groups), for GPUs and threads
+    local_size: int
+    host: str
+    threads: int = 1
+
+    @property
+    def is_writer(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def is_leader(self) -> bool:
+        return self.group_rank == 0
+
+
+def world_size() -> int:
+    return MPI.COMM_WORLD.Get_size()
+
+
+def world_rank() -> int:
+    return MPI.COMM_WORLD.Get_rank()
+
+
+def split(group_size: int) -> Layout:
+    """Groups of consecutive ranks (rank // G), and the node-local communicator."""
+    world = MPI.COMM_WORLD
+    rank, size = world.Get_rank(), world.Get_size()
+    local = world.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
+    group = rank // group_size
+    return Layout(world, world.Split(color=group, key=rank), rank, size, group,
+                  rank % group_size, group_size, size // group_size,
+                  local.Get_rank(), local.Get_size(), socket.gethostname())
+
+
+def thread_budget(layout: Layout, threads: int | None) -> int:
+    """Intra-op threads: the cores this rank is bound to if the launcher bound it, else its
+    node-local share of the node's cores."""
+    if threads:
+        return threads
+    bound = len(os.sched_getaffinity(0))
+    cores = os.cpu_count() or 1
+    return max(1, bound if bound < cores else cores // layout.local_size)
+
+
+def configure_tensorflow(layout: Layout, threads: int | None) -> None:
+    """Threads and GPU pinning; must run before TensorFlow creates its first tensor.
+
+    GPUs are counted per node over all groups (hvd.local_rank() would count inside a group
+    only, and two groups on a node would both claim GPU 0).
+    """
+    import tensorflow as tf
+    layout.threads = thread_budget(layout, threads)
+    tf.config.threading.set_intra_op_parallelism_threads(layout.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(min(2, layout.threads))
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        gpu = gpus[layout.local_rank % len(gpus)]
+        tf.config.set_visible_devices(gpu, "GPU")
+        tf.config.experimental.set_memory_growth(gpu, True)
+
+
+def agree(error: str | None, comm=None) -> str | None:
+    """Share every rank's error (or None); all ranks return the first one, so all act alike."""
+    errors = (comm or MPI.COMM_WORLD).allgather(error)
+    return next((e for e in errors if e), None)
+
+
+def bcast_object(obj, root=0):
+    """Small metadata (names, flags) from root to all."""
+    return MPI.COMM_WORLD.bcast(obj, root=root)
+
+
+def wait_quietly(comm=None, poll: float = 0.02) -> None:
+    """A barrier that sleeps instead of spinning while the slowest rank still computes."""
+    req = (comm or MPI.COMM_WORLD).Ibarrier()
+    while not req.Test():
+        time.sleep(poll)
+
+
+def bcast_array(array: np.ndarray | None, shape, dtype, root=0) -> np.ndarray:
+    """Bit-exact broadcast of a numpy buffer; non-root ranks pass None and get a new array."""
+    world = MPI.COMM_WORLD
+    buf = np.ascontiguousarray(array) if world.Get_rank() == root else np.empty(shape, dtype)
+    world.Bcast(buf, root=root)
+    return buf
+
+
+def gather_rows(rows: np.ndarray, root=0) -> np.ndarray | None:
+    """Stack every rank's float64 rows (k_i, width) on root, with Gatherv."""
+    world = MPI.COMM_WORLD
+    rows = np.ascontiguousarray(rows, np.float64)
+    counts = np.array(world.gather(rows.size, root=root) or [], np.int64)
+    if world.Get_rank() != root:
+        world.Gatherv(rows, None, root=root)
+        return None
+    out = np.empty(int(counts.sum()), np.float64)
+    world.Gatherv(rows, (out, counts), root=root)
+    return out.reshape(-1, rows.shape[1])
+
+
+# --- Horovod, one independent job per group ---------------------------------------------------
+
+def init_horovod(layout: Layout):
+    """hvd.init on the group's communicator; returns (average, total, broadcast) functions.
+
+    average: list of gradient tensors -> averaged over the group (one grouped allreduce);
+    total: numpy array -> summed over the group; broadcast: numpy array from group rank 0.
+    """
+    import horovod.tensorflow as hvd
+    import tensorflow as tf
+    hvd.init(comm=layout.group_comm)
+    assert hvd.size() == layout.group_size, (hvd.size(), layout.group_size)
+    if layout.group_size == 1:
+        return (lambda grads: grads), (lambda x: np.asarray(x)), (lambda x: np.asarray(x))
+
+    def average(grads):
+        return hvd.grouped_allreduce(grads, op=hvd.Average)
+
+    def total(x):
+        return hvd.allreduce(tf.constant(np.asarray(x, np.float64)), op=hvd.Sum).numpy()
+
+    def broadcast(x):
+        return hvd.broadcast(tf.constant(x), root_rank=0).numpy()
+
+    return average, total, broadcast
+
+
+# --- cell results: group leaders -> writer rank ---------------------------------------------
+
+class ResultChannel:
+    """Leaders send each finished cell to the writer as one float64 buffer; the writer drains
+    them whenever it has a moment (after each of its own epochs), so cells reach the file as
+    they finish, not at the end."""
+
+    def __init__(self, layout: Layout, on_result):
+        self.layout, self.on_result = layout, on_result
+        self.pending = []          # (request, buffer) of non-blocking sends
+        self.received = 0
+
+    def send(self, message: np.ndarray) -> None:
+        if self.layout.is_writer:
+            self.on_result(message)
+            return
+        buf = np.ascontiguousarray(message, np.float64)
+        self.pending.append((self.layout.world.Isend(buf, dest=0, tag=RESULT_TAG), buf))
+
+    def drain(self) -> None:
+        """Writer: handle every message that has arrived, without waiting."""
+        status = MPI.Status()
+        while self.layout.world.Iprobe(MPI.ANY_SOURCE, RESULT_TAG, status):
+            buf = np.empty(status.Get_count(MPI.DOUBLE), np.float64)
+            self.layout.world.Recv(buf, status.Get_source(), RESULT_TAG)
+            self.received += 1
+            self.on_result(buf)
+
+    def finish(self, expected_remote: int, poll: float = 0.02) -> None:
+        """Writer: wait (sleeping) for the remaining remote cells. Others: complete sends."""
+        if self.layout.is_writer:
+            while self.received < expected_remote:
+                self.drain()
+                time.sleep(poll)
+        else:
+            MPI.Request.Waitall([req for req, _ in self.pending])
+            self.pending.clear()
+
+
+def provenance(layout: Layout) -> dict:
+    """Software versions, MPI library, hosts and rank layout, gathered on every rank."""
+    import h5py
+    import mpi4py
+    import tensorflow as tf
+    import keras
+    try:
+        import horovod
+        hvd_version = horovod.__version__
+    except ImportError:
+        hvd_version = "not installed"
+    me = {"rank": layout.rank, "host": layout.host, "group": layout.group,
+          "group_rank": layout.group_rank, "local_rank": layout.local_rank,
+          "threads": layout.threads, "pid": os.getpid()}
+    ranks = layout.world.allgather(me)
+    import platform
+    return {"software": {"python": platform.python_version(), "tensorflow": tf.__version__,
+                         "keras": keras.__version__, "horovod": hvd_version,
+                         "mpi4py": mpi4py.__version__, "h5py": h5py.__version__,
+                         "hdf5": h5py.version.hdf5_version, "numpy": np.__version__},
+            "mpi_library": MPI.Get_library_version().strip(),
+            "mpi_standard": "%d.%d" % MPI.Get_version(),
+            "world_size": layout.size, "group_size": layout.group_size,
+            "n_groups": layout.n_groups,
+            "hosts": sorted({r["host"] for r in ranks}), "ranks": ranks}

@@ -1,0 +1,173 @@
+"""The results HDF5 file: written by one rank, appended cell by cell, readable at any moment.
+
+The layout is documented in docs/results.md; keep the two in step. Everything here is serial
+h5py: the parallel layer makes sure only the writer rank calls the writing half.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+import h5py
+import numpy as np
+
+from . import config as config_mod
+from . import pruning
+
+FORMAT = "lth-mpi results"
+VERSION = 1
+CURVES = ("epoch", "iteration", "train_loss", "test_loss", "test_accuracy", "seconds")
+PHASES = ("setup", "dense", "wait", "broadcast", "cell", "drain", "gather")
+
+
+class NotAResultsFile(ValueError):
+    """The file is not an lth-mpi results file."""
+
+
+def config_hash(cfg: dict) -> str:
+    """Identity of the experiment: the config without where its output goes."""
+    same = {k: v for k, v in cfg.items() if k != "output"}
+    return hashlib.sha256(config_mod.dump(same).encode()).hexdigest()[:16]
+
+
+class Writer:
+    """Appends to a results file; every write ends in a flush, so a killed run keeps it."""
+
+    def __init__(self, path: str, cfg: dict, provenance: dict, n_cells: int, resume: bool):
+        self.path = path
+        if resume and os.path.exists(path):
+            self.f = h5py.File(path, "a")
+            check_format(self.f, path)
+            if self.f.attrs["config_hash"] != config_hash(cfg):
+                raise ValueError(f"--resume: {path} was written by a different config "
+                                 f"(hash {self.f.attrs['config_hash']}, now {config_hash(cfg)})")
+            self.f.attrs["resumed"] = int(self.f.attrs.get("resumed", 0)) + 1
+        else:
+            self.f = h5py.File(path, "x")   # never overwrite: "x" fails if it exists
+            a = self.f.attrs
+            a["format"], a["format_version"] = FORMAT, VERSION
+            a["config"], a["config_hash"] = config_mod.dump(cfg), config_hash(cfg)
+            a["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            a["cells_total"] = n_cells
+            self.f.create_group("cells")
+        for key, value in provenance.items():
+            self.f.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+        self.f.attrs["status"] = "running"
+        self.f.flush()
+
+    def done_cells(self) -> set[str]:
+        return set(self.f["cells"])
+
+    def has_dense(self) -> bool:
+        return "masks" in self.f
+
+    def write_dense(self, history: dict, weight_names, weight_shapes, prunable_idx,
+                    points, unit, checkpoints: np.ndarray, packed_masks: np.ndarray,
+                    sparsities, realized, scope):
+        """Dense history, rewind checkpoints (flat float32) and masks (bit-packed)."""
+        g = self.f.create_group("dense")
+        for k in CURVES:
+            g.create_dataset(k, data=history[k])
+        w = self.f.create_group("weights")
+        w.attrs["names"] = json.dumps(list(weight_names))
+        w.attrs["shapes"] = json.dumps([list(s) for s in weight_shapes])
+        w.attrs["prunable"] = json.dumps(list(prunable_idx))
+        c = self.f.create_dataset("checkpoints", data=checkpoints, compression="gzip")
+        c.attrs["points"], c.attrs["unit"] = list(points), unit
+        m = self.f.create_dataset("masks", data=packed_masks, compression="gzip")
+        m.attrs["sparsity_target"] = np.asarray(sparsities, np.float64)
+        m.attrs["sparsity_realized"] = np.asarray(realized, np.float64)
+        m.attrs["scope"] = scope
+        self.f.flush()
+
+    def write_cell(self, cell, sparsity, realized, point, group, history: dict,
+                   t_start, t_end):
+        g = self.f["cells"].create_group(cell.name)
+        for k in CURVES:
+            g.create_dataset(k, data=history[k])
+        acc = np.asarray(history["test_accuracy"])
+        best = int(np.argmax(acc))
+        g.attrs.update({
+            "id": cell.id, "mask": cell.mask, "rewind": cell.rewind, "control": cell.control,
+            "sparsity": sparsity, "sparsity_realized": realized,
+            "rewind_point": -1 if point is None else point, "group": group,
+            "t_start": t_start, "t_end": t_end, "seconds": t_end - t_start,
+            "final_test_accuracy": float(acc[-1]),
+            "final_test_loss": float(history["test_loss"][-1]),
+            "best_test_accuracy": float(acc[best]),
+            "best_iteration": int(history["iteration"][best])})
+        self.f.flush()
+
+    def write_timings(self, table: np.ndarray, t0: float):
+        """Rows (rank, phase, cell id or -1, t_start, t_end); a resumed run appends."""
+        name = f"timings/run{int(self.f.attrs.get('resumed', 0))}"
+        d = self.f.create_dataset(name, data=table)
+        d.attrs["columns"] = json.dumps(["rank", "phase", "cell", "t_start", "t_end"])
+        d.attrs["phases"] = json.dumps(PHASES)
+        d.attrs["t0"] = t0
+        self.f.flush()
+
+    def close(self, complete: bool):
+        self.f.attrs["status"] = "complete" if complete else "interrupted"
+        self.f.close()
+
+
+# --- reading --------------------------------------------------------------------------------
+
+def check_format(f: h5py.File, path: str) -> None:
+    if f.attrs.get("format") != FORMAT:
+        raise NotAResultsFile(f"{path} is not an lth-mpi results file (no format={FORMAT!r} attribute)")
+
+
+def read_dense(f: h5py.File):
+    """(weight shapes, prunable indices, checkpoints as lists of arrays, masks as lists)."""
+    w = f["weights"].attrs
+    shapes = [tuple(s) for s in json.loads(w["shapes"])]
+    prunable = json.loads(w["prunable"])
+    sizes = [int(np.prod(s)) for s in shapes]
+    offsets = np.cumsum([0] + sizes)
+    ckpts = [[flat[offsets[i]:offsets[i + 1]].reshape(shapes[i]) for i in range(len(shapes))]
+             for flat in f["checkpoints"][()]]
+    masks = [pruning.unpack_masks(p, [shapes[i] for i in prunable]) for p in f["masks"][()]]
+    return shapes, prunable, ckpts, masks
+
+
+def read_cells(path: str) -> list[dict]:
+    """Every finished cell as a dict of its attributes plus its curves."""
+    with h5py.File(path, "r") as f:
+        check_format(f, path)
+        out = []
+        for name, g in f["cells"].items():
+            row = {"name": name, **{k: v.item() if hasattr(v, "item") else v
+                                    for k, v in g.attrs.items()}}
+            row.update({k: g[k][()] for k in CURVES})
+            out.append(row)
+    return sorted(out, key=lambda r: r["id"])
+
+
+def accuracy_table(path: str) -> str:
+    """Final test accuracy by sparsity (rows) and rewind point (columns), as text."""
+    with h5py.File(path, "r") as f:
+        check_format(f, path)
+        cfg = config_mod.yaml.safe_load(f.attrs["config"])
+        dense = float(f["dense/test_accuracy"][-1]) if "dense" in f else float("nan")
+    cells = read_cells(path)
+    points, unit = cfg["rewind"]["points"], cfg["rewind"]["unit"]
+    controls = cfg["controls"]
+    head = ["sparsity", "remain"] + [f"{unit} {p}" for p in points] + list(controls)
+    rows = []
+    for m, s in enumerate(cfg["prune"]["sparsities"]):
+        row = [f"{s:.3f}", f"{100 * (1 - s):.1f}%"]
+        for r in range(len(points)):
+            hit = [c for c in cells if c["mask"] == m and c["rewind"] == r and c["control"] == "none"]
+            row.append(f"{hit[0]['final_test_accuracy']:.4f}" if hit else "-")
+        for ctl in controls:
+            hit = [c for c in cells if c["mask"] == m and c["control"] == ctl]
+            row.append(f"{hit[0]['final_test_accuracy']:.4f}" if hit else "-")
+        rows.append(row)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:>{w}}}" for w in widths)
+    return "\n".join([f"dense test accuracy: {dense:.4f}", fmt.format(*head)]
+                     + [fmt.format(*r) for r in rows])

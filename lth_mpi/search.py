@@ -1,0 +1,257 @@
+"""One lottery-ticket search, phase by phase: validate, dense, masks, broadcast, grid, gather.
+
+The flow reads top to bottom in run(); MPI stays behind lth_mpi.parallel, TensorFlow behind
+lth_mpi.training, HDF5 behind lth_mpi.results.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import config as config_mod
+from . import data, models, parallel, plan, pruning, results, training
+
+
+class Timeline:
+    """(phase, cell, t_start, t_end) rows of this rank, for the timings table."""
+
+    def __init__(self):
+        self.rows = []
+
+    def add(self, phase: str, t_start: float, cell: int = -1):
+        self.rows.append((results.PHASES.index(phase), cell, t_start, time.time()))
+
+    def table(self, rank: int) -> np.ndarray:
+        return np.array([(rank, *r) for r in self.rows], np.float64).reshape(-1, 5)
+
+
+def fail(message: str, code: int = 2):
+    """Every rank prints the same one-line error and exits non-zero (no rank left waiting)."""
+    print(f"lth-mpi: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def validate(cfg: dict) -> None:
+    """Checks that need the registries or the file system; raise ValueError in one line."""
+    data.check(cfg["dataset"])
+    models.check(cfg["model"]["name"], {k: v for k, v in cfg["model"].items() if k != "name"})
+    parent = os.path.dirname(os.path.abspath(cfg["output"]))
+    if not os.path.isdir(parent):
+        raise ValueError(f"output: directory does not exist: {parent}")
+
+
+def check_model(cfg: dict, model, prunable_idx, steps_per_epoch: int) -> None:
+    names = models.layer_names(model)
+    for name in cfg["prune"]["exclude"]:
+        if name not in names:
+            raise ValueError(f"prune.exclude: no layer named {name!r} (layers: {', '.join(names)})")
+    if not prunable_idx:
+        raise ValueError("prune.exclude: every prunable layer is excluded")
+    if cfg["rewind"]["unit"] == "iteration":
+        last = cfg["train"]["epochs"] * steps_per_epoch
+        for p in cfg["rewind"]["points"]:
+            if p > last:
+                raise ValueError(f"rewind.points: iteration {p} is beyond the {last} dense iterations")
+
+
+def dense_phase(cfg, full_data):
+    """Rank 0 trains the dense net, snapshotting weights at every rewind point; returns
+    (history, checkpoints as (N, n_weights) float32, packed masks, realized sparsities)."""
+    model, prunable_idx = training.build_for(cfg, full_data, cfg["seed"])
+    trainer = training.Trainer(model, full_data, cfg["train"], prunable_idx)
+    points, unit = cfg["rewind"]["points"], cfg["rewind"]["unit"]
+    snaps = {}
+
+    def snapshot(step):
+        if step in points and step not in snaps:
+            snaps[step] = flatten(trainer.weights())
+    snapshot(0)   # epoch 0 and iteration 0 are both the initialization
+    on_epoch = (lambda e: snapshot(e)) if unit == "epoch" else None
+    on_step = snapshot if unit == "iteration" else None
+    history = trainer.fit(cfg["train"]["epochs"], cfg["seed"], on_epoch=on_epoch, on_step=on_step)
+    final = trainer.weights()
+    kernels = training.prunable_weights(model, prunable_idx, final)
+    packed, realized = [], []
+    for s in cfg["prune"]["sparsities"]:
+        masks = pruning.magnitude_masks(kernels, s, cfg["prune"]["scope"])
+        realized.append(pruning.realized_sparsity(masks))
+        packed.append(pruning.pack_masks(list(masks.values())))
+    return history, np.stack([snaps[p] for p in points]), np.stack(packed), np.array(realized)
+
+
+def flatten(arrays) -> np.ndarray:
+    return np.concatenate([np.asarray(a, np.float32).ravel() for a in arrays])
+
+
+def unflatten(flat, shapes):
+    out, start = [], 0
+    for s in shapes:
+        n = int(np.prod(s))
+        out.append(flat[start:start + n].reshape(s))
+        start += n
+    return out
+
+
+def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
+    t_setup = time.time()
+    timeline = Timeline()
+    size = parallel.world_size()
+
+    # --- 1. validate on every rank; the writer alone checks the output file -----------------
+    error = None
+    try:
+        validate(cfg)
+        if parallel.world_rank() == 0 and not resume and not dry_run and os.path.exists(cfg["output"]):
+            raise ValueError(f"output: {cfg['output']} exists; pass --resume to continue it "
+                             "or choose another --output")
+    except ValueError as exc:
+        error = str(exc)
+    error = parallel.agree(error)
+    if error:
+        fail(error)
+
+    sp, points = cfg["prune"]["sparsities"], cfg["rewind"]["points"]
+    grid = plan.cells(len(sp), len(points), cfg["controls"])
+    layout = parallel.split(cfg["parallel"]["group_size"])
+    parallel.configure_tensorflow(layout, cfg["parallel"]["threads"])
+
+    if dry_run:
+        done = set()
+        if layout.is_writer and resume and os.path.exists(cfg["output"]):
+            done = set(r["name"] for r in results.read_cells(cfg["output"]))
+        if layout.is_writer:
+            print(plan.describe(cfg, size, done), flush=True)
+        return 0
+
+    # --- 2. writer opens the file (new, or resumed); everyone learns what is done -----------
+    writer, error, state = None, None, None
+    prov = parallel.provenance(layout)
+    if layout.is_writer:
+        try:
+            writer = results.Writer(cfg["output"], cfg, prov, len(grid), resume)
+            state = (sorted(writer.done_cells()), writer.has_dense())
+        except (ValueError, OSError) as exc:
+            error = f"output: {exc}"
+    error = parallel.agree(error)
+    if error:
+        fail(error)
+    done, have_dense = parallel.bcast_object(state)
+    done = set(done)
+
+    # --- 3. dense phase on rank 0; the others wait without spinning -------------------------
+    group_data = data.load(cfg["dataset"], (layout.group_rank, layout.group_size))
+    model, prunable_idx = training.build_for(cfg, group_data, cfg["seed"])
+    error = None
+    try:
+        check_model(cfg, model, prunable_idx, group_data.train_total // cfg["train"]["batch_size"])
+        if group_data.train_total < cfg["train"]["batch_size"]:
+            raise ValueError(f"train.batch_size: {cfg['train']['batch_size']} is larger than the "
+                             f"{group_data.train_total} training examples")
+    except ValueError as exc:
+        error = str(exc)
+    error = parallel.agree(error)
+    if error:
+        if writer:
+            writer.close(complete=False)
+        fail(error)
+    timeline.add("setup", t_setup)
+
+    shapes = [tuple(w.shape) for w in model.weights]
+    n_weights = sum(int(np.prod(s)) for s in shapes)
+    packed_len = (sum(int(np.prod(shapes[i])) for i in prunable_idx) + 7) // 8
+    ckpts = packed = realized = None
+    t = time.time()
+    if layout.is_writer:
+        if have_dense:
+            _, _, ck, mk = results.read_dense(writer.f)
+            ckpts = np.stack([flatten(c) for c in ck])
+            packed = np.stack([pruning.pack_masks(m) for m in mk])
+            realized = writer.f["masks"].attrs["sparsity_realized"]
+            print(f"lth-mpi: resuming {cfg['output']}: dense phase and {len(done)} of "
+                  f"{len(grid)} cells already done", flush=True)
+        else:
+            full = data.load(cfg["dataset"])
+            history, ckpts, packed, realized = dense_phase(cfg, full)
+            writer.write_dense(history, [w.path for w in model.weights], shapes, prunable_idx,
+                               points, cfg["rewind"]["unit"], ckpts, packed, sp, realized,
+                               cfg["prune"]["scope"])
+            print(f"lth-mpi: dense phase done in {time.time() - t:.1f}s, test accuracy "
+                  f"{history['test_accuracy'][-1]:.4f}", flush=True)
+        timeline.add("dense", t)
+    t = time.time()
+    parallel.wait_quietly()
+    timeline.add("wait", t)
+
+    # --- 4. broadcast rewind checkpoints and masks (bit-exact buffers) ----------------------
+    t = time.time()
+    ckpts = parallel.bcast_array(ckpts, (len(points), n_weights), np.float32)
+    packed = parallel.bcast_array(packed, (len(sp), packed_len), np.uint8)
+    realized = parallel.bcast_array(realized, (len(sp),), np.float64)
+    timeline.add("broadcast", t)
+
+    # --- 5. groups retrain their cells, data-parallel through Horovod ----------------------
+    average, total, broadcast = parallel.init_horovod(layout)
+    trainer = training.Trainer(model, group_data, cfg["train"], prunable_idx,
+                               layout.group_size, average, total)
+    mine = plan.assign(grid, layout.n_groups, cfg["parallel"]["assign"])[layout.group]
+    todo = [c for c in mine if c.name not in done]
+    remote = sum(len([c for c in g if c.name not in done])
+                 for g in plan.assign(grid, layout.n_groups, cfg["parallel"]["assign"])[1:])
+    t_grid = time.time()
+    progress = {"done": 0, "total": len(grid) - len(done)}
+
+    def on_result(msg):
+        cell = grid[int(msg[0])]
+        n = int(msg[4])
+        hist = dict(zip(results.CURVES, msg[5:].reshape(len(results.CURVES), n)))
+        point = points[cell.rewind] if cell.rewind >= 0 else None
+        writer.write_cell(cell, sp[cell.mask], realized[cell.mask], point, int(msg[1]), hist,
+                          msg[2], msg[3])
+        progress["done"] += 1
+        elapsed = time.time() - t_grid
+        left = progress["total"] - progress["done"]
+        eta = elapsed / progress["done"] * left
+        where = f"{cfg['rewind']['unit']} {point}" if point is not None else "fresh init"
+        print(f"[{progress['done'] + len(done):>4}/{len(grid)}] {cell.name:<24} sparsity "
+              f"{sp[cell.mask]:.3f} {where:<12} acc {hist['test_accuracy'][-1]:.4f}  "
+              f"cell {msg[3] - msg[2]:6.1f}s  elapsed {elapsed:7.1f}s  ETA {eta:7.1f}s",
+              flush=True)
+
+    channel = parallel.ResultChannel(layout, on_result if layout.is_writer else None)
+    drain = (lambda epoch: channel.drain()) if layout.is_writer else None
+    for cell in todo:
+        t = time.time()
+        if cell.control == "random_reinit":
+            fresh, _ = training.build_for(cfg, group_data, cfg["seed"] + 1 + cell.mask)
+            start = [np.asarray(w) for w in fresh.get_weights()]
+        else:
+            start = unflatten(ckpts[cell.rewind], shapes)
+        # the group starts from the leader's exact bits, as Horovod's examples do
+        start = unflatten(broadcast(flatten(start)), shapes)
+        masks = pruning.unpack_masks(packed[cell.mask], [shapes[i] for i in prunable_idx])
+        trainer.load(start, masks)
+        hist = trainer.fit(cfg["train"]["epochs"], cfg["seed"] * 7919 + cell.id * 31 + layout.rank,
+                           on_epoch=drain)
+        timeline.add("cell", t, cell.id)
+        if layout.is_leader:
+            curves = np.concatenate([np.asarray(hist[k], np.float64) for k in results.CURVES])
+            channel.send(np.concatenate([[cell.id, layout.group, t, time.time(),
+                                          len(hist["epoch"])], curves]))
+
+    # --- 6. gather: remaining cells to the writer, then every rank's timings ---------------
+    t = time.time()
+    channel.finish(remote if layout.is_writer else 0)
+    timeline.add("drain", t)
+    t = time.time()
+    parallel.wait_quietly()
+    timeline.add("gather", t)
+    table = parallel.gather_rows(timeline.table(layout.rank))
+    if layout.is_writer:
+        writer.write_timings(table, t_setup)
+        writer.close(complete=True)
+        print(results.accuracy_table(cfg["output"]), flush=True)
+        print(f"lth-mpi: wrote {cfg['output']}", flush=True)
+    return 0

@@ -1,0 +1,159 @@
+"""Masked training and evaluation in TensorFlow, with no MPI or Horovod in sight.
+
+Data-parallel groups plug in through two functions: `average` (gradients, averaged over the
+group) and `total` (metric sums, summed over the group). The dense phase on one rank passes
+identities. One Trainer serves every cell of a rank: its compiled step is traced once, and a
+cell only loads new weights and a new mask into existing variables.
+"""
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from . import models
+
+
+def identity(x):
+    return x
+
+
+def make_optimizer(train_cfg: dict) -> keras.optimizers.Optimizer:
+    if train_cfg["optimizer"] == "adam":
+        return keras.optimizers.Adam(train_cfg["learning_rate"],
+                                     weight_decay=train_cfg["weight_decay"] or None)
+    return keras.optimizers.SGD(train_cfg["learning_rate"], momentum=train_cfg["momentum"],
+                                weight_decay=train_cfg["weight_decay"] or None)
+
+
+class Trainer:
+    """Trains `model` on this rank's shard; prunable kernels are masked on every step."""
+
+    def __init__(self, model, data, train_cfg, prunable_idx, group_size=1,
+                 average=identity, total=identity):
+        self.model, self.data, self.cfg = model, data, train_cfg
+        self.average, self.total = average, total
+        self.local_batch = train_cfg["batch_size"] // group_size
+        self.steps_per_epoch = data.train_total // train_cfg["batch_size"]
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"train.batch_size: {train_cfg['batch_size']} is larger than the "
+                             f"{data.train_total} training examples")
+        self.optimizer = make_optimizer(train_cfg)
+        self.optimizer.build(model.trainable_weights)
+        self.prunable_idx = list(prunable_idx)
+        self.masked = [model.weights[i] for i in self.prunable_idx]
+        self.masks = [tf.Variable(tf.ones(v.shape), trainable=False) for v in self.masked]
+        # gradient i of trainable_weights is masked by mask_for[i] (or not at all)
+        position = {id(v): k for k, v in enumerate(self.masked)}
+        self.mask_for = [position.get(id(v)) for v in model.trainable_weights]
+        self.mean = tf.constant(data.mean, tf.float32)
+        self.std = tf.constant(data.std, tf.float32)
+        self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self.loss_sum = tf.Variable(0.0, trainable=False)
+        self._train_step = tf.function(self._step)
+        self._eval_step = tf.function(self._eval)
+
+    # --- state --------------------------------------------------------------------------
+    def load(self, weights: list[np.ndarray], masks: list[np.ndarray] | None = None):
+        """Start a cell: weights (all of model.weights), masks for the prunable kernels
+        (None = dense), optimizer state zeroed, pruned weights set to exactly zero."""
+        self.model.set_weights(weights)
+        for var, m in zip(self.masks, masks or [np.ones(v.shape) for v in self.masks]):
+            var.assign(np.asarray(m, np.float32))
+        for var in self.optimizer.variables:
+            if "learning_rate" not in var.path:
+                var.assign(tf.zeros_like(var))
+        self.apply_masks()
+
+    def apply_masks(self):
+        for var, m in zip(self.masked, self.masks):
+            var.assign(var * m)
+
+    def weights(self) -> list[np.ndarray]:
+        return [np.array(w) for w in self.model.get_weights()]
+
+    # --- compiled steps -----------------------------------------------------------------
+    def _normalize(self, x):
+        return (tf.cast(x, tf.float32) / 255.0 - self.mean) / self.std
+
+    def _step(self, x, y):
+        with tf.GradientTape() as tape:
+            logits = self.model(self._normalize(x), training=True)
+            loss = self.loss_fn(y, logits)
+        grads = tape.gradient(loss, self.model.trainable_weights)
+        # masked gradients keep the optimizer's moments at zero for pruned weights ...
+        grads = [g if k is None else g * self.masks[k] for g, k in zip(grads, self.mask_for)]
+        grads = self.average(grads)
+        self.optimizer.apply_gradients(zip(grads, self.model.trainable_weights))
+        # ... and re-masking makes "exactly zero" hold whatever the optimizer does
+        self.apply_masks()
+        self.loss_sum.assign_add(loss)
+
+    def _eval(self, x, y):
+        logits = self.model(self._normalize(x), training=False)
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y),
+                                        tf.float32))
+        loss = tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+        return tf.stack([correct, loss, tf.cast(tf.shape(y)[0], tf.float32)])
+
+    # --- loops --------------------------------------------------------------------------
+    def train_epoch(self, epoch_seed: int, on_step=None, first_step: int = 0) -> float:
+        """One pass over this rank's shard in a fresh order; returns the mean train loss.
+
+        Every rank runs the same number of steps (the collectives require it): the global
+        batch is split over the group, and the last partial batch is dropped.
+        """
+        n, b = self.steps_per_epoch, self.local_batch
+        order = np.random.default_rng(epoch_seed).permutation(len(self.data.x_train))[:n * b]
+        xs = tf.constant(self.data.x_train[order])
+        ys = tf.constant(self.data.y_train[order])
+        self.loss_sum.assign(0.0)
+        for i in range(n):
+            self._train_step(xs[i * b:(i + 1) * b], ys[i * b:(i + 1) * b])
+            if on_step is not None:
+                on_step(first_step + i + 1)
+        loss_sum, steps = np.asarray(self.total(np.array([self.loss_sum.numpy(), n], np.float64)))
+        return float(loss_sum / steps)
+
+    def evaluate(self, batch: int = 1000) -> tuple[float, float]:
+        """(accuracy, mean loss) over the whole test set, summed over the group's shards."""
+        sums = np.zeros(3)
+        x, y = self.data.x_test, self.data.y_test
+        for i in range(0, len(x), batch):
+            sums += self._eval_step(tf.constant(x[i:i + batch]), tf.constant(y[i:i + batch])).numpy()
+        sums = np.asarray(self.total(sums))
+        return float(sums[0] / sums[2]), float(sums[1] / sums[2])
+
+    def fit(self, epochs: int, seed: int, on_epoch=None, on_step=None) -> dict:
+        """Train for `epochs`, evaluating after each; returns the curves.
+
+        on_step(global_step) lets the dense phase snapshot rewind points in iterations;
+        on_epoch(epoch) lets the writer rank drain finished results while it trains.
+        """
+        hist = {k: [] for k in ("epoch", "iteration", "train_loss", "test_loss",
+                                "test_accuracy", "seconds")}
+        for epoch in range(1, epochs + 1):
+            t0 = time.time()
+            train_loss = self.train_epoch(seed * 1000003 + epoch, on_step,
+                                          (epoch - 1) * self.steps_per_epoch)
+            acc, loss = self.evaluate()
+            for k, v in zip(hist, (epoch, epoch * self.steps_per_epoch, train_loss, loss, acc,
+                                   time.time() - t0)):
+                hist[k].append(v)
+            if on_epoch is not None:
+                on_epoch(epoch)
+        return {k: np.asarray(v) for k, v in hist.items()}
+
+
+def prunable_weights(model, prunable_idx, weights) -> dict[str, np.ndarray]:
+    """{path: array} of the prunable kernels, for the pruning functions."""
+    return {model.weights[i].path: weights[i] for i in prunable_idx}
+
+
+def build_for(cfg: dict, data, seed: int):
+    """The configured model for this dataset, and its prunable weight indices."""
+    options = {k: v for k, v in cfg["model"].items() if k != "name"}
+    model = models.build(cfg["model"]["name"], data.input_shape, data.num_classes, options, seed)
+    return model, models.prunable(model, cfg["prune"]["exclude"])
