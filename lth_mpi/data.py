@@ -40,7 +40,7 @@ def _idx_path(directory: str, stem: str) -> str:
     for name in (stem + ".gz", stem):
         if os.path.isfile(os.path.join(directory, name)):
             return os.path.join(directory, name)
-    raise FileNotFoundError(f"dataset.path: {directory} has no {stem}[.gz]")
+    raise ValueError(f"dataset.path: {directory} has no {stem}[.gz]")
 
 
 def read_idx(path: str, shard=(0, 1), limit: int | None = None) -> np.ndarray:

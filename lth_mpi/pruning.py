@@ -56,8 +56,7 @@ def magnitude_masks(weights: dict[str, np.ndarray], sparsity: float,
 def realized_sparsity(masks: dict[str, np.ndarray]) -> float:
     """Fraction of the masked weights that are pruned."""
     total = sum(m.size for m in masks.values())
-    kept = sum(int(m.sum()) for m in masks.values())
-    return 1.0 - kept / total
+    return sum(int(m.size - m.sum()) for m in masks.values()) / total
 
 
 def pack_masks(masks: list[np.ndarray]) -> np.ndarray:

@@ -18,7 +18,7 @@ from . import pruning
 
 FORMAT = "lth-mpi results"
 VERSION = 1
-CURVES = ("epoch", "iteration", "train_loss", "test_loss", "test_accuracy", "seconds")
+CURVES = ("epoch", "iteration", "train_loss", "test_loss", "test_accuracy", "epoch_seconds")
 PHASES = ("setup", "dense", "wait", "broadcast", "cell", "drain", "gather")
 
 

@@ -133,7 +133,7 @@ class Trainer:
         on_epoch(epoch) lets the writer rank drain finished results while it trains.
         """
         hist = {k: [] for k in ("epoch", "iteration", "train_loss", "test_loss",
-                                "test_accuracy", "seconds")}
+                                "test_accuracy", "epoch_seconds")}
         for epoch in range(1, epochs + 1):
             t0 = time.time()
             train_loss = self.train_epoch(seed * 1000003 + epoch, on_step,

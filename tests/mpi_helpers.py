@@ -1,0 +1,23 @@
+"""Running real mpiexec jobs from pytest."""
+import os
+import shutil
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOISE = ("oneDNN custom operations", "cpu_feature_guard", "rebuild TensorFlow", "WARNING: All log")
+
+
+def mpiexec(n: int, args: list[str], timeout: float = 600, cwd: str = ROOT):
+    """Run `mpiexec -n n python -m mpi4py ARGS`; returns the CompletedProcess (text)."""
+    launcher = shutil.which("mpiexec")
+    assert launcher, "mpiexec not on PATH: run run/install.sh"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    cmd = [launcher, "-n", str(n), sys.executable, "-m", "mpi4py", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+    proc.stderr = "\n".join(l for l in proc.stderr.splitlines() if not any(s in l for s in NOISE))
+    return proc
+
+
+def lth(n: int, config: str, *extra: str, timeout: float = 600):
+    return mpiexec(n, ["-m", "lth_mpi", "run", config, *extra], timeout)

@@ -1,0 +1,133 @@
+"""The real pipeline under mpiexec on real Fashion-MNIST: file contents, resume, refusals."""
+import json
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from lth_mpi import data, plan, results
+from mpi_helpers import ROOT, lth, mpiexec
+
+CONFIG = os.path.join(ROOT, "tests", "configs", "tiny_fashion.yaml")
+needs_data = pytest.mark.skipif(not os.path.isdir(data.FASHION_MNIST_DIR),
+                                reason="dataset-fashion-mnist not installed (run/install.sh)")
+
+
+def check_complete(path, n_ranks, group_size):
+    grid = plan.cells(2, 2, ["random_reinit"])
+    cells = results.read_cells(path)
+    assert [c["name"] for c in cells] == [c.name for c in grid]      # every cell, once
+    for c in cells:
+        assert c["final_test_accuracy"] > 0.5, c                     # chance is 0.1
+        assert len(c["test_accuracy"]) == 2 and c["iteration"][-1] == 2 * (4000 // 100)
+        assert abs(c["sparsity_realized"] - c["sparsity"]) < 1e-3
+    with h5py.File(path, "r") as f:
+        assert f.attrs["status"] == "complete" and f.attrs["world_size"] == n_ranks
+        assert len(json.loads(f.attrs["ranks"])) == n_ranks
+        assert "MPICH" in f.attrs["mpi_library"] or "Open MPI" in f.attrs["mpi_library"]
+        assert f["dense/test_accuracy"][-1] > 0.7
+        assert f["checkpoints"].shape == (2, 266610)
+        t = f["timings/run0"][()]
+    assert sorted(set(t[:, 0].astype(int))) == list(range(n_ranks))  # every rank reported
+    cell_phase = results.PHASES.index("cell")
+    for cell in grid:                  # each cell ran on exactly one whole group
+        ranks = sorted(t[(t[:, 1] == cell_phase) & (t[:, 2] == cell.id), 0].astype(int))
+        assert len(ranks) == group_size and ranks[0] % group_size == 0
+        assert ranks == list(range(ranks[0], ranks[0] + group_size))
+    return cells
+
+
+@needs_data
+@pytest.mark.parametrize("n", [2, 4])
+def test_search_on_fashion_mnist(tmp_path, n):
+    out = str(tmp_path / "r.h5")
+    proc = lth(n, CONFIG, "--output", out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("acc ") == 6 and "[   6/6]" in proc.stdout and "ETA" in proc.stdout
+    assert "dense test accuracy" in proc.stdout
+    check_complete(out, n, 2)
+
+
+@needs_data
+def test_refuse_overwrite_then_resume(tmp_path):
+    out = str(tmp_path / "r.h5")
+    proc = lth(2, CONFIG, "--output", out, "--set", "parallel.group_size=1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    before = {c["name"]: c["t_start"] for c in results.read_cells(out)}
+    # an existing file is never overwritten
+    proc = lth(2, CONFIG, "--output", out, "--set", "parallel.group_size=1")
+    assert proc.returncode != 0
+    assert proc.stderr.count("lth-mpi: error: output:") == 2 and "--resume" in proc.stderr
+    # as if killed after three cells: drop the others, then resume
+    with h5py.File(out, "a") as f:
+        for name in ["m01_r0_none", "m01_r1_none", "m01_init_random_reinit"]:
+            del f["cells"][name]
+        f.attrs["status"] = "running"
+    proc = lth(2, CONFIG, "--output", out, "--set", "parallel.group_size=1", "--resume")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "3 of 6 cells already done" in proc.stdout and "dense phase done" not in proc.stdout
+    assert proc.stdout.count("acc ") == 3
+    cells = check_complete(out, 2, 1)
+    for c in cells:
+        if c["name"] in ("m00_r0_none", "m00_r1_none", "m00_init_random_reinit"):
+            assert c["t_start"] == before[c["name"]]          # finished cells untouched
+    with h5py.File(out, "r") as f:
+        assert f.attrs["resumed"] == 1 and "timings/run1" in f
+    # resuming with another config is refused
+    proc = lth(2, CONFIG, "--output", out, "--set", "parallel.group_size=1", "--set", "seed=5",
+               "--resume")
+    assert proc.returncode != 0 and "different config" in proc.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--set", "prune.sparsities=[0.5, 1.5]"], "prune.sparsities: 1.5 is outside (0, 1)"),
+    (["--set", "parallel.group_size=3"], "parallel.group_size: 3 does not divide the 2 ranks"),
+    (["--set", "model.name=vgg"], "model.name: unknown model 'vgg'"),
+    (["--set", "dataset.path=/nonexistent"], "dataset.path: data directory not found"),
+    (["--set", "rewind.points=[0, 9]"], "rewind.points: epoch 9 is beyond"),
+    (["--set", "prune.exclude=[fc9]"], "prune.exclude: no layer named 'fc9'"),
+    (["--set", "rewind.unit=iteration", "--set", "rewind.points=[0, 100000]"],
+     "rewind.points: iteration 100000 is beyond the 80 dense iterations"),
+])
+def test_bad_input_fails_every_rank_without_hanging(tmp_path, args, message):
+    config = CONFIG if os.path.isdir(data.FASHION_MNIST_DIR) else None
+    if config is None:
+        pytest.skip("dataset-fashion-mnist not installed")
+    proc = lth(2, CONFIG, "--output", str(tmp_path / "r.h5"), *args, timeout=120)
+    assert proc.returncode != 0
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("lth-mpi: error:")]
+    assert len(lines) == 2 and message in lines[0], proc.stderr     # one line per rank
+    assert "Traceback" not in proc.stderr
+
+
+def test_dry_run_and_console_script(tmp_path):
+    proc = mpiexec(4, ["-m", "lth_mpi", "run", CONFIG, "--dry-run", "--set", "dataset.name=synthetic",
+                       "--set", "dataset.train_examples=400", "--set", "dataset.test_examples=100"])
+    assert proc.returncode == 0, proc.stderr
+    assert "2 masks x 2 rewind points" in proc.stdout and "= 6 cells" in proc.stdout
+    assert "group 0 (ranks 0-1): 3 trainings" in proc.stdout
+    assert "group 1 (ranks 2-3): 3 trainings" in proc.stdout
+    assert not os.path.exists(os.path.join(ROOT, "r.h5"))
+
+
+def test_synthetic_run_at_one_rank_with_iteration_rewinds(tmp_path):
+    """P = 1: one group of one rank; rewind points in iterations; the lth-mpi script."""
+    import subprocess
+    import shutil
+    out = str(tmp_path / "r.h5")
+    proc = subprocess.run(
+        [shutil.which("mpiexec"), "-n", "1", shutil.which("lth-mpi"), "run", CONFIG,
+         "--output", out, "--set", "parallel.group_size=1", "--set", "dataset.name=synthetic",
+         "--set", "rewind.unit=iteration", "--set", "rewind.points=[0, 7, 40]",
+         "--set", "dataset.train_examples=1000", "--set", "dataset.test_examples=200",
+         "--set", "train.batch_size=50", "--set", "controls=[]"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cells = results.read_cells(out)
+    assert len(cells) == 6 and {c["rewind_point"] for c in cells} == {0, 7, 40}
+    assert min(c["final_test_accuracy"] for c in cells) > 0.5
+    with h5py.File(out, "r") as f:
+        assert list(f["checkpoints"].attrs["points"]) == [0, 7, 40]
+        # iteration 0 is the initialization: rewinding to it differs from iteration 7
+        assert not np.array_equal(f["checkpoints"][0], f["checkpoints"][1])

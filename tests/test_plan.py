@@ -1,0 +1,35 @@
+"""The grid and its assignment: every cell exactly once, at any number of groups."""
+import pytest
+
+from lth_mpi import plan
+
+
+@pytest.mark.parametrize("by", ["masks", "cells"])
+@pytest.mark.parametrize("groups", [1, 2, 3, 4, 7, 20])
+def test_every_cell_once(by, groups):
+    grid = plan.cells(5, 3, ["random_reinit"])
+    assert len(grid) == 5 * 3 + 5
+    parts = plan.assign(grid, groups, by)
+    assert len(parts) == groups
+    ids = sorted(c.id for part in parts for c in part)
+    assert ids == list(range(len(grid)))
+    if by == "masks":   # the design card: a group runs all rewinds of its masks
+        for part in parts:
+            for c in part:
+                assert all(d in part for d in grid if d.mask == c.mask)
+
+
+def test_names_unique_and_readable():
+    grid = plan.cells(12, 2, ["random_reinit"])
+    names = [c.name for c in grid]
+    assert len(set(names)) == len(names)
+    assert names[0] == "m00_r0_none" and names[-1] == "m11_init_random_reinit"
+
+
+def test_describe_counts_trainings():
+    cfg = {"prune": {"sparsities": [0.5, 0.8, 0.9]}, "rewind": {"points": [0, 1], "unit": "epoch"},
+           "controls": [], "parallel": {"group_size": 2, "assign": "masks"}, "train": {"epochs": 2}}
+    text = plan.describe(cfg, 4, done={"m00_r0_none"})
+    assert "= 6 cells" in text
+    assert "group 0 (ranks 0-1): 3 trainings (1 already done)" in text
+    assert "group 1 (ranks 2-3): 2 trainings" in text

@@ -1,0 +1,84 @@
+"""HDF5 schema round trip: what the writer puts in, the readers get back."""
+import h5py
+import numpy as np
+import pytest
+
+from lth_mpi import config, plan, pruning, results
+
+CFG = config.load(raw={"model": {"name": "lenet_300_100"}, "prune": {"sparsities": [0.5, 0.9]},
+                       "rewind": {"points": [0, 1]}, "train": {"epochs": 2},
+                       "controls": ["random_reinit"], "parallel": {"group_size": 1}})
+
+
+def history(acc):
+    return {"epoch": np.array([1, 2]), "iteration": np.array([10, 20]),
+            "train_loss": np.array([1.0, 0.5]), "test_loss": np.array([0.9, 0.6]),
+            "test_accuracy": np.array([acc - 0.1, acc]), "epoch_seconds": np.array([1.0, 1.1])}
+
+
+def write(path, cells=None):
+    grid = plan.cells(2, 2, ["random_reinit"])
+    w = results.Writer(str(path), CFG, {"world_size": 1, "ranks": [{"rank": 0}]}, len(grid), False)
+    shapes = [(4, 3), (3,), (3, 2), (2,)]
+    prunable = [0, 2]
+    r = np.random.default_rng(0)
+    ckpts = np.stack([np.concatenate([r.standard_normal(np.prod(s)) for s in shapes]).astype(np.float32)
+                      for _ in range(2)])
+    kernels = {"a": r.standard_normal((4, 3)), "b": r.standard_normal((3, 2))}
+    masks = [pruning.magnitude_masks(kernels, s) for s in (0.5, 0.9)]
+    packed = np.stack([pruning.pack_masks(list(m.values())) for m in masks])
+    w.write_dense(history(0.8), ["a/kernel", "a/bias", "b/kernel", "b/bias"], shapes, prunable,
+                  [0, 1], "epoch", ckpts, packed, [0.5, 0.9],
+                  [pruning.realized_sparsity(m) for m in masks], "global")
+    for c in (grid if cells is None else [grid[i] for i in cells]):
+        w.write_cell(c, [0.5, 0.9][c.mask], 0.5, 0 if c.rewind >= 0 else None, 0,
+                     history(0.7 + 0.01 * c.id), 100.0 + c.id, 101.5 + c.id)
+    return w, ckpts, masks, shapes
+
+
+def test_round_trip(tmp_path):
+    path = tmp_path / "r.h5"
+    w, ckpts, masks, shapes = write(path)
+    w.write_timings(np.array([[0, 1, -1, 0.0, 2.0], [0, 4, 3, 2.0, 3.0]]), 0.0)
+    w.close(complete=True)
+    with h5py.File(path, "r") as f:
+        assert f.attrs["format"] == results.FORMAT and f.attrs["status"] == "complete"
+        assert config.yaml.safe_load(f.attrs["config"]) == CFG
+        got_shapes, prunable, got_ckpts, got_masks = results.read_dense(f)
+        assert got_shapes == shapes and prunable == [0, 2]
+        np.testing.assert_array_equal(np.concatenate([a.ravel() for a in got_ckpts[1]]), ckpts[1])
+        for want, got in zip(masks, got_masks):
+            for a, b in zip(want.values(), got):
+                np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(f["masks"].attrs["sparsity_realized"],
+                                   [pruning.realized_sparsity(m) for m in masks])
+        assert f["timings/run0"].shape == (2, 5)
+    cells = results.read_cells(str(path))
+    assert [c["name"] for c in cells] == [c.name for c in plan.cells(2, 2, ["random_reinit"])]
+    assert cells[3]["final_test_accuracy"] == pytest.approx(0.73)
+    assert cells[3]["best_iteration"] == 20 and cells[3]["seconds"] == pytest.approx(1.5)
+    np.testing.assert_array_equal(cells[0]["test_loss"], [0.9, 0.6])
+    table = results.accuracy_table(str(path))
+    assert "dense test accuracy: 0.8000" in table and "0.7300" in table
+
+
+def test_never_overwrites_and_resume_checks_config(tmp_path):
+    path = tmp_path / "r.h5"
+    w, *_ = write(path, cells=[0, 1])
+    w.f.close()   # as if killed: status stays "running"
+    with pytest.raises(FileExistsError):
+        results.Writer(str(path), CFG, {}, 6, resume=False)
+    again = results.Writer(str(path), CFG, {}, 6, resume=True)
+    assert again.done_cells() == {"m00_r0_none", "m00_r1_none"} and again.has_dense()
+    again.close(complete=False)
+    other = dict(CFG, seed=99)
+    with pytest.raises(ValueError, match="different config"):
+        results.Writer(str(path), other, {}, 6, resume=True)
+
+
+def test_refuses_foreign_file(tmp_path):
+    path = tmp_path / "x.h5"
+    with h5py.File(path, "w") as f:
+        f["data"] = [1, 2]
+    with pytest.raises(results.NotAResultsFile, match="not an lth-mpi results file"):
+        results.read_cells(str(path))
