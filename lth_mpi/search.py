@@ -30,7 +30,8 @@ class Timeline:
 
 def fail(message: str, code: int = 2):
     """Every rank prints the same one-line error and exits non-zero (no rank left waiting)."""
-    print(f"lth-mpi: error: {message}", file=sys.stderr, flush=True)
+    sys.stderr.write(f"lth-mpi: error: {message}\n")   # one write: ranks' lines never interleave
+    sys.stderr.flush()
     sys.exit(code)
 
 
@@ -61,7 +62,7 @@ def dense_phase(cfg, full_data):
     """Rank 0 trains the dense net, snapshotting weights at every rewind point; returns
     (history, checkpoints as (N, n_weights) float32, packed masks, realized sparsities)."""
     model, prunable_idx = training.build_for(cfg, full_data, cfg["seed"])
-    trainer = training.Trainer(model, full_data, cfg["train"], prunable_idx)
+    trainer = training.Trainer(model, full_data, cfg["train"], prunable_idx=[])   # no mask ops
     points, unit = cfg["rewind"]["points"], cfg["rewind"]["unit"]
     snaps = {}
 

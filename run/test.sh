@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install everything, then run every test: unit tests, MPI tests under real mpiexec -n 2 and
+# -n 4, and the end-to-end runs on real Fashion-MNIST.
+#
+# Usage: bash run/test.sh [pytest options]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash run/install.sh
+TF_CPP_MIN_LOG_LEVEL=2 python3 -m pytest tests "$@"
