@@ -6,7 +6,7 @@
 Same model, data, batch size and optimizer; the three are timed in alternating rounds so
 that the machine's noise hits them alike, and the median round is reported.
 
-Usage: python benchmarks/step_time.py [--model lenet_300_100] [--batch 128] [--rounds 5]
+Usage: python benchmarks/step_time.py [--model lenet_300_100] [--batch 128] [--rounds 15]
 """
 import argparse
 import os
@@ -26,8 +26,9 @@ def main():
     p.add_argument("--model", default="lenet_300_100")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--steps", type=int, default=200, help="steps per timed round")
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--sparsity", type=float, default=0.9)
+    p.add_argument("--no-xla", action="store_true", help="lth-mpi steps without XLA")
     args = p.parse_args()
 
     have_fmnist = os.path.isdir(data.FASHION_MNIST_DIR)
@@ -35,11 +36,13 @@ def main():
     cfg = config.load(raw={"model": {"name": args.model}, "prune": {"sparsities": [args.sparsity]},
                            "dataset": {"name": "fashion_mnist" if have_fmnist else "synthetic",
                                        "train_examples": n, "test_examples": 1000},
-                           "train": {"batch_size": args.batch, "optimizer": "adam"},
+                           "train": {"batch_size": args.batch, "optimizer": "adam",
+                                     "xla": not args.no_xla},
                            "parallel": {"group_size": 1}})
     ds = data.load(cfg["dataset"])
     print(f"data: {cfg['dataset']['name']} ({n} examples), model {args.model}, batch "
-          f"{args.batch}, Adam, {args.steps} steps per round, {args.rounds} rounds")
+          f"{args.batch}, Adam, {args.steps} steps per round, {args.rounds} rounds, "
+          f"XLA {'off' if args.no_xla else 'on'} for lth-mpi, Keras' default for fit")
 
     # plain Keras: the usual compile + fit on normalized float arrays
     ref_model, _ = training.build_for(cfg, ds, seed=0)

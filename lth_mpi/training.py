@@ -1,8 +1,7 @@
 """Masked training and evaluation in TensorFlow, with no MPI or Horovod in sight.
 
 Data-parallel groups plug in through two functions: `average` (gradients, averaged over the
-group) and `total` (metric sums, summed over the group). The dense phase on one rank passes
-identities. One Trainer serves every cell of a rank: its compiled step is traced once, and a
+group) and `total` (metric sums, summed over the group). A single rank passes None for both. One Trainer serves every cell of a rank: its compiled step is traced once, and a
 cell only loads new weights and a new mask into existing variables.
 """
 from __future__ import annotations
@@ -14,10 +13,6 @@ import numpy as np
 import tensorflow as tf
 
 from . import models
-
-
-def identity(x):
-    return x
 
 
 def make_optimizer(train_cfg: dict) -> keras.optimizers.Optimizer:
@@ -32,9 +27,9 @@ class Trainer:
     """Trains `model` on this rank's shard; prunable kernels are masked on every step."""
 
     def __init__(self, model, data, train_cfg, prunable_idx, group_size=1,
-                 average=identity, total=identity):
+                 average=None, total=None):
         self.model, self.data, self.cfg = model, data, train_cfg
-        self.average, self.total = average, total
+        self.total = total or (lambda x: x)
         self.local_batch = train_cfg["batch_size"] // group_size
         self.steps_per_epoch = data.train_total // train_cfg["batch_size"]
         if self.steps_per_epoch < 1:
@@ -45,15 +40,23 @@ class Trainer:
         self.prunable_idx = list(prunable_idx)
         self.masked = [model.weights[i] for i in self.prunable_idx]
         self.masks = [tf.Variable(tf.ones(v.shape), trainable=False) for v in self.masked]
-        # gradient i of trainable_weights is masked by mask_for[i] (or not at all)
-        position = {id(v): k for k, v in enumerate(self.masked)}
-        self.mask_for = [position.get(id(v)) for v in model.trainable_weights]
         self.mean = tf.constant(data.mean, tf.float32)
         self.std = tf.constant(data.std, tf.float32)
         self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self.loss_sum = tf.Variable(0.0, trainable=False)
-        self._train_step = tf.function(self._step)
-        self._eval_step = tf.function(self._eval)
+        xla = train_cfg["xla"]
+        if average is None:   # one rank: the whole step is one XLA program
+            self._train_step = tf.function(lambda x, y: self._update(*self._gradients(x, y)),
+                                           jit_compile=xla)
+        else:                 # two compiled halves around the allreduce, which XLA cannot hold
+            gradients = tf.function(self._gradients, jit_compile=xla)
+            update = tf.function(self._update, jit_compile=xla)
+
+            def step(x, y):
+                grads, loss = gradients(x, y)
+                update(average(grads), loss)
+            self._train_step = tf.function(step)
+        self._eval_step = tf.function(self._eval, jit_compile=xla)
 
     # --- state --------------------------------------------------------------------------
     def load(self, weights: list[np.ndarray], masks: list[np.ndarray] | None = None):
@@ -78,16 +81,18 @@ class Trainer:
     def _normalize(self, x):
         return (tf.cast(x, tf.float32) / 255.0 - self.mean) / self.std
 
-    def _step(self, x, y):
+    def _gradients(self, x, y):
         with tf.GradientTape() as tape:
             logits = self.model(self._normalize(x), training=True)
             loss = self.loss_fn(y, logits)
-        grads = tape.gradient(loss, self.model.trainable_weights)
-        # masked gradients keep the optimizer's moments at zero for pruned weights ...
-        grads = [g if k is None else g * self.masks[k] for g, k in zip(grads, self.mask_for)]
-        grads = self.average(grads)
+        return tape.gradient(loss, self.model.trainable_weights), loss
+
+    def _update(self, grads, loss):
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_weights))
-        # ... and re-masking makes "exactly zero" hold whatever the optimizer does
+        # Re-masking after the update makes "exactly zero" hold whatever the optimizer
+        # (momentum, Adam moments, weight decay) does. Masking the gradients too would be
+        # redundant: every optimizer here is element-wise, so pruned coordinates never
+        # influence kept ones. Under XLA this multiply fuses into the update and is free.
         self.apply_masks()
         self.loss_sum.assign_add(loss)
 
