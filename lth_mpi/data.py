@@ -33,6 +33,18 @@ class Dataset:
     def input_shape(self):
         return tuple(self.x_train.shape[1:])
 
+    def train_batches(self, seed: int, steps: int, batch: int):
+        """`steps` batches of `batch` examples of this shard, in a fresh order per seed."""
+        order = np.random.default_rng(seed).permutation(len(self.x_train))
+        for i in range(steps):
+            idx = np.sort(order[i * batch:(i + 1) * batch])   # sorted: contiguous reads
+            yield self.x_train[idx], self.y_train[idx]
+
+    def test_batches(self, batch: int):
+        """This shard's test set, in order."""
+        for i in range(0, len(self.x_test), batch):
+            yield self.x_test[i:i + batch], self.y_test[i:i + batch]
+
 
 # --- IDX (MNIST, Fashion-MNIST) -------------------------------------------------------------
 

@@ -110,13 +110,10 @@ class Trainer:
         Every rank runs the same number of steps (the collectives require it): the global
         batch is split over the group, and the last partial batch is dropped.
         """
-        n, b = self.steps_per_epoch, self.local_batch
-        order = np.random.default_rng(epoch_seed).permutation(len(self.data.x_train))[:n * b]
-        xs = tf.constant(self.data.x_train[order])
-        ys = tf.constant(self.data.y_train[order])
+        n = self.steps_per_epoch
         self.loss_sum.assign(0.0)
-        for i in range(n):
-            self._train_step(xs[i * b:(i + 1) * b], ys[i * b:(i + 1) * b])
+        for i, (x, y) in enumerate(self.data.train_batches(epoch_seed, n, self.local_batch)):
+            self._train_step(tf.constant(x), tf.constant(y))
             if on_step is not None:
                 on_step(first_step + i + 1)
         loss_sum, steps = np.asarray(self.total(np.array([self.loss_sum.numpy(), n], np.float64)))
@@ -125,9 +122,8 @@ class Trainer:
     def evaluate(self, batch: int = 1000) -> tuple[float, float]:
         """(accuracy, mean loss) over the whole test set, summed over the group's shards."""
         sums = np.zeros(3)
-        x, y = self.data.x_test, self.data.y_test
-        for i in range(0, len(x), batch):
-            sums += self._eval_step(tf.constant(x[i:i + batch]), tf.constant(y[i:i + batch])).numpy()
+        for x, y in self.data.test_batches(batch):
+            sums += self._eval_step(tf.constant(x), tf.constant(y)).numpy()
         sums = np.asarray(self.total(sums))
         return float(sums[0] / sums[2]), float(sums[1] / sums[2])
 
