@@ -53,7 +53,7 @@ CHOICES = {
     "rewind.unit": ("epoch", "iteration"),
     "prune.scope": ("global", "layerwise"),
     "parallel.assign": ("masks", "cells"),
-    "parallel.dense": ("rank0",),
+    "parallel.dense": ("rank0", "data_parallel"),
 }
 CONTROLS = ("random_reinit",)
 
@@ -141,6 +141,10 @@ def _check(cfg: dict, world_size: int | None) -> None:
     if world_size is not None and world_size % par["group_size"]:
         raise ConfigError(f"parallel.group_size: {par['group_size']} does not divide the "
                           f"{world_size} ranks")
+    if (world_size is not None and par["dense"] == "data_parallel"
+            and t["batch_size"] % world_size):
+        raise ConfigError(f"train.batch_size: {t['batch_size']} is not divisible by the "
+                          f"{world_size} ranks sharing the data-parallel dense phase")
     if t["batch_size"] % par["group_size"]:
         raise ConfigError(f"train.batch_size: {t['batch_size']} is not divisible by "
                           f"parallel.group_size {par['group_size']}")

@@ -154,6 +154,39 @@ def init_horovod(layout: Layout):
     return average, total, broadcast
 
 
+def world_reducers(layout: Layout):
+    """(average, total) over COMM_WORLD with mpi4py, for the data-parallel dense phase.
+
+    Horovod is initialized later, once per group, so the dense phase averages gradients
+    with one MPI Allreduce per step on a flat buffer, called from inside the TF graph.
+    """
+    import tensorflow as tf
+    world, size = layout.world, layout.size
+
+    def allreduce_mean(*arrays):
+        flat = np.concatenate([a.ravel() for a in arrays]).astype(np.float32)
+        world.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
+        flat /= size
+        out, start = [], 0
+        for a in arrays:
+            out.append(flat[start:start + a.size].reshape(a.shape).astype(a.dtype))
+            start += a.size
+        return out
+
+    def average(grads):
+        out = tf.numpy_function(allreduce_mean, grads, [g.dtype for g in grads], stateful=True)
+        for o, g in zip(out, grads):
+            o.set_shape(g.shape)
+        return out
+
+    def total(x):
+        buf = np.array(x, np.float64)
+        world.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        return buf
+
+    return average, total
+
+
 # --- cell results: group leaders -> writer rank ---------------------------------------------
 
 class ResultChannel:

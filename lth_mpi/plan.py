@@ -48,8 +48,10 @@ def describe(cfg: dict, world_size: int, done: set[str] = frozenset()) -> str:
     unit = cfg["rewind"]["unit"]
     lines = [f"plan: {len(sp)} masks x {len(pts)} rewind points ({unit}s {pts})"
              f" + controls {cfg['controls'] or 'none'} = {len(grid)} cells",
-             f"ranks: {world_size} in {len(groups)} groups of {g}; dense phase on rank 0, "
-             f"{cfg['train']['epochs']} epochs; every cell retrains {cfg['train']['epochs']} epochs"]
+             f"ranks: {world_size} in {len(groups)} groups of {g}; dense phase "
+             + ("on rank 0" if cfg["parallel"]["dense"] == "rank0"
+                else f"data-parallel on all {world_size} ranks")
+             + f", {cfg['train']['epochs']} epochs; every cell retrains {cfg['train']['epochs']} epochs"]
     for i, mine in enumerate(groups):
         todo = [c for c in mine if c.name not in done]
         lines.append(f"group {i} (ranks {i * g}-{i * g + g - 1}): {len(todo)} trainings"

@@ -58,11 +58,19 @@ def check_model(cfg: dict, model, prunable_idx, steps_per_epoch: int) -> None:
                 raise ValueError(f"rewind.points: iteration {p} is beyond the {last} dense iterations")
 
 
-def dense_phase(cfg, full_data):
-    """Rank 0 trains the dense net, snapshotting weights at every rewind point; returns
-    (history, checkpoints as (N, n_weights) float32, packed masks, realized sparsities)."""
-    model, prunable_idx = training.build_for(cfg, full_data, cfg["seed"])
-    trainer = training.Trainer(model, full_data, cfg["train"], prunable_idx=[])   # no mask ops
+def dense_phase(cfg, dense_data, group_size=1, average=None, total=None, share=None):
+    """Train the dense net, snapshotting weights at every rewind point; returns (history,
+    checkpoints as (N, n_weights) float32, packed masks, realized sparsities).
+
+    On rank 0 alone by default; with parallel.dense=data_parallel every rank runs this on
+    its shard, `share` giving all ranks rank 0's initial weights.
+    """
+    model, prunable_idx = training.build_for(cfg, dense_data, cfg["seed"])
+    trainer = training.Trainer(model, dense_data, cfg["train"], [], group_size,   # no mask ops
+                               average, total)
+    if share is not None:
+        shapes = [w.shape for w in trainer.weights()]
+        trainer.load(unflatten(share(flatten(trainer.weights())), shapes))
     points, unit = cfg["rewind"]["points"], cfg["rewind"]["unit"]
     snaps = {}
 
@@ -73,8 +81,7 @@ def dense_phase(cfg, full_data):
     on_epoch = (lambda e: snapshot(e)) if unit == "epoch" else None
     on_step = snapshot if unit == "iteration" else None
     history = trainer.fit(cfg["train"]["epochs"], cfg["seed"], on_epoch=on_epoch, on_step=on_step)
-    final = trainer.weights()
-    kernels = training.prunable_weights(model, prunable_idx, final)
+    kernels = training.prunable_weights(model, prunable_idx, trainer.weights())
     packed, realized = [], []
     for s in cfg["prune"]["sparsities"]:
         masks = pruning.magnitude_masks(kernels, s, cfg["prune"]["scope"])
@@ -164,23 +171,31 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
     n_weights = sum(int(np.prod(s)) for s in shapes)
     packed_len = (sum(int(np.prod(shapes[i])) for i in prunable_idx) + 7) // 8
     ckpts = packed = realized = None
+    data_parallel = cfg["parallel"]["dense"] == "data_parallel" and not have_dense
     t = time.time()
-    if layout.is_writer:
-        if have_dense:
-            _, _, ck, mk = results.read_dense(writer.f)
-            ckpts = np.stack([flatten(c) for c in ck])
-            packed = np.stack([pruning.pack_masks(m) for m in mk])
-            realized = writer.f["masks"].attrs["sparsity_realized"]
-            print(f"lth-mpi: resuming {cfg['output']}: dense phase and {len(done)} of "
-                  f"{len(grid)} cells already done", flush=True)
+    if layout.is_writer and have_dense:
+        _, _, ck, mk = results.read_dense(writer.f)
+        ckpts = np.stack([flatten(c) for c in ck])
+        packed = np.stack([pruning.pack_masks(m) for m in mk])
+        realized = writer.f["masks"].attrs["sparsity_realized"]
+        print(f"lth-mpi: resuming {cfg['output']}: dense phase and {len(done)} of "
+              f"{len(grid)} cells already done", flush=True)
+    elif layout.is_writer or data_parallel:
+        if data_parallel:   # every rank trains on its shard of the whole training set
+            average, total = parallel.world_reducers(layout)
+            share = lambda flat: parallel.bcast_array(flat, flat.shape, flat.dtype)  # noqa: E731
+            history, ckpts, packed, realized = dense_phase(
+                cfg, data.load(cfg["dataset"], (layout.rank, layout.size)), layout.size,
+                average, total, share)
         else:
-            full = data.load(cfg["dataset"])
-            history, ckpts, packed, realized = dense_phase(cfg, full)
+            history, ckpts, packed, realized = dense_phase(cfg, data.load(cfg["dataset"]))
+        if layout.is_writer:
             writer.write_dense(history, [w.path for w in model.weights], shapes, prunable_idx,
                                points, cfg["rewind"]["unit"], ckpts, packed, sp, realized,
                                cfg["prune"]["scope"])
             print(f"lth-mpi: dense phase done in {time.time() - t:.1f}s, test accuracy "
                   f"{history['test_accuracy'][-1]:.4f}", flush=True)
+    if layout.is_writer or data_parallel:
         timeline.add("dense", t)
     t = time.time()
     parallel.wait_quietly()

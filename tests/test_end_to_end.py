@@ -28,11 +28,14 @@ def check_complete(path, n_ranks, group_size):
         assert "MPICH" in f.attrs["mpi_library"] or "Open MPI" in f.attrs["mpi_library"]
         assert f["dense/test_accuracy"][-1] > 0.7
         assert f["checkpoints"].shape == (2, 266610)
-        t = f["timings/run0"][()]
+        t = f["timings"][sorted(f["timings"])[-1]][()]                 # the latest job's
+        resumed = "resumed" in f.attrs
     assert sorted(set(t[:, 0].astype(int))) == list(range(n_ranks))  # every rank reported
     cell_phase = results.PHASES.index("cell")
     for cell in grid:                  # each cell ran on exactly one whole group
         ranks = sorted(t[(t[:, 1] == cell_phase) & (t[:, 2] == cell.id), 0].astype(int))
+        if not ranks and resumed:
+            continue                   # finished before the resume: timed in the lost job
         assert len(ranks) == group_size and ranks[0] % group_size == 0
         assert ranks == list(range(ranks[0], ranks[0] + group_size))
     return cells
@@ -131,3 +134,53 @@ def test_synthetic_run_at_one_rank_with_iteration_rewinds(tmp_path):
         assert list(f["checkpoints"].attrs["points"]) == [0, 7, 40]
         # iteration 0 is the initialization: rewinding to it differs from iteration 7
         assert not np.array_equal(f["checkpoints"][0], f["checkpoints"][1])
+
+
+@needs_data
+def test_killed_run_keeps_finished_cells_and_resumes(tmp_path):
+    """SIGKILL the whole job mid-grid: the file keeps every finished cell; --resume ends it."""
+    import signal
+    import subprocess
+    import shutil
+    import sys
+    out = str(tmp_path / "r.h5")
+    cmd = [shutil.which("mpiexec"), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "lth_mpi",
+           "run", CONFIG, "--output", out, "--set", "train.epochs=2"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                           cwd=ROOT, env=env)
+    try:
+        for line in job.stdout:
+            if line.startswith("[   2/6]"):   # cell 2 is written and flushed
+                break
+    finally:   # as a batch system would: every process of the job at once
+        import psutil
+        procs = [psutil.Process(job.pid)] + psutil.Process(job.pid).children(recursive=True)
+        for p in procs:
+            p.send_signal(signal.SIGKILL)
+        psutil.wait_procs(procs, timeout=60)
+    with h5py.File(out, "r") as f:
+        assert f.attrs["status"] == "running"          # it never closed
+    cells = results.read_cells(out)
+    assert 2 <= len(cells) < 6
+    kept = {c["name"]: c["t_start"] for c in cells}
+    proc = lth(2, CONFIG, "--output", out, "--resume")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("acc ") == 6 - len(kept)
+    for c in check_complete(out, 2, 2):
+        if c["name"] in kept:
+            assert c["t_start"] == kept[c["name"]]
+
+
+@needs_data
+def test_data_parallel_dense_phase(tmp_path):
+    """parallel.dense=data_parallel: every rank shares the dense training (MPI Allreduce)."""
+    out = str(tmp_path / "r.h5")
+    proc = lth(2, CONFIG, "--output", out, "--set", "parallel.dense=data_parallel")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    check_complete(out, 2, 2)
+    with h5py.File(out, "r") as f:
+        t = f["timings/run0"][()]
+        assert json.loads(f.attrs["ranks"])[1]["threads"] == 1   # 2 ranks share 2 cores
+    dense = results.PHASES.index("dense")
+    assert sorted(t[t[:, 1] == dense, 0].astype(int)) == [0, 1]

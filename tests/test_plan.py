@@ -28,8 +28,11 @@ def test_names_unique_and_readable():
 
 def test_describe_counts_trainings():
     cfg = {"prune": {"sparsities": [0.5, 0.8, 0.9]}, "rewind": {"points": [0, 1], "unit": "epoch"},
-           "controls": [], "parallel": {"group_size": 2, "assign": "masks"}, "train": {"epochs": 2}}
+           "controls": [], "parallel": {"group_size": 2, "assign": "masks", "dense": "rank0"},
+           "train": {"epochs": 2}}
     text = plan.describe(cfg, 4, done={"m00_r0_none"})
     assert "= 6 cells" in text
     assert "group 0 (ranks 0-1): 3 trainings (1 already done)" in text
-    assert "group 1 (ranks 2-3): 2 trainings" in text
+    assert "group 1 (ranks 2-3): 2 trainings" in text and "dense phase on rank 0" in text
+    cfg["parallel"]["dense"] = "data_parallel"
+    assert "dense phase data-parallel on all 4 ranks" in plan.describe(cfg, 4)
