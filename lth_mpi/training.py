@@ -17,10 +17,14 @@ from . import models
 
 def make_optimizer(train_cfg: dict) -> keras.optimizers.Optimizer:
     if train_cfg["optimizer"] == "adam":
-        return keras.optimizers.Adam(train_cfg["learning_rate"],
-                                     weight_decay=train_cfg["weight_decay"] or None)
-    return keras.optimizers.SGD(train_cfg["learning_rate"], momentum=train_cfg["momentum"],
-                                weight_decay=train_cfg["weight_decay"] or None)
+        opt = keras.optimizers.Adam(train_cfg["learning_rate"],
+                                    weight_decay=train_cfg["weight_decay"] or None)
+    else:
+        opt = keras.optimizers.SGD(train_cfg["learning_rate"], momentum=train_cfg["momentum"],
+                                   weight_decay=train_cfg["weight_decay"] or None)
+    # float16 gradients underflow without loss scaling; the wrapper also skips any step
+    # whose (group-averaged, hence identical on every rank) gradients are not finite
+    return keras.optimizers.LossScaleOptimizer(opt) if train_cfg["mixed_precision"] else opt
 
 
 class Trainer:
@@ -65,7 +69,9 @@ class Trainer:
         self.model.set_weights(weights)
         for var, m in zip(self.masks, masks or [np.ones(v.shape) for v in self.masks]):
             var.assign(np.asarray(m, np.float32))
-        for var in self.optimizer.variables:
+        # fresh moments and step count; the loss scale (mixed precision) carries over
+        inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
+        for var in inner.variables:
             if "learning_rate" not in var.path:
                 var.assign(tf.zeros_like(var))
         self.apply_masks()
@@ -83,9 +89,10 @@ class Trainer:
 
     def _gradients(self, x, y):
         with tf.GradientTape() as tape:
-            logits = self.model(self._normalize(x), training=True)
+            logits = tf.cast(self.model(self._normalize(x), training=True), tf.float32)
             loss = self.loss_fn(y, logits)
-        return tape.gradient(loss, self.model.trainable_weights), loss
+            scaled = self.optimizer.scale_loss(loss)   # identity unless mixed precision
+        return tape.gradient(scaled, self.model.trainable_weights), loss
 
     def _update(self, grads, loss):
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_weights))
@@ -97,7 +104,7 @@ class Trainer:
         self.loss_sum.assign_add(loss)
 
     def _eval(self, x, y):
-        logits = self.model(self._normalize(x), training=False)
+        logits = tf.cast(self.model(self._normalize(x), training=False), tf.float32)
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y),
                                         tf.float32))
         loss = tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
@@ -154,7 +161,12 @@ def prunable_weights(model, prunable_idx, weights) -> dict[str, np.ndarray]:
 
 
 def build_for(cfg: dict, data, seed: int):
-    """The configured model for this dataset, and its prunable weight indices."""
+    """The configured model for this dataset, and its prunable weight indices.
+
+    Mixed precision computes in float16 and keeps float32 variables (and float32 masks).
+    """
+    keras.mixed_precision.set_global_policy(
+        "mixed_float16" if cfg["train"]["mixed_precision"] else "float32")
     options = {k: v for k, v in cfg["model"].items() if k != "name"}
     model = models.build(cfg["model"]["name"], data.input_shape, data.num_classes, options, seed)
     return model, models.prunable(model, cfg["prune"]["exclude"])
