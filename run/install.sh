@@ -11,6 +11,7 @@
 #                    TF 2.15-2.18; 2.20+ breaks its build.
 #   LTH_NO_APT=1     never call apt-get, even as root.
 set -euo pipefail
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 TF_PACKAGE=${LTH_TF_PACKAGE:-tensorflow-cpu==2.18.1}
@@ -43,10 +44,14 @@ pip() { "$PY" -m pip "$@"; }
 has() { "$PY" -c "$1" >/dev/null 2>&1; }
 
 # 3. TensorFlow, then mpi4py built against this MPI (its wheel expects another libmpi).
-has "import tensorflow" || { say "installing $TF_PACKAGE"; pip install -q "$TF_PACKAGE"; }
-if ! has "import mpi4py.MPI"; then
+# Horovod 0.28.1 compiles against TF 2.15-2.18 only: replace any other version.
+if ! has "import tensorflow as tf; v = tuple(map(int, tf.__version__.split('.')[:2])); assert (2, 15) <= v <= (2, 18)"; then
+    say "installing $TF_PACKAGE"; pip install -q "$TF_PACKAGE"
+fi
+if ! has "import mpi4py.MPI"; then   # absent, or a wheel linked to another libmpi
     say "building mpi4py against $(command -v mpicc) (a few minutes)"
-    pip install -q --no-binary mpi4py mpi4py
+    pip uninstall -y -q mpi4py 2>/dev/null || true
+    pip install -q --no-cache-dir --no-binary mpi4py mpi4py
 fi
 
 # 4. Horovod with MPI and TensorFlow ops, built from source against both.
@@ -54,6 +59,7 @@ if ! has "import horovod.tensorflow as h; assert h.mpi_built()"; then
     say "building Horovod 0.28.1 with MPI + TensorFlow (about 2 minutes)"
     command -v cmake >/dev/null || pip install -q cmake
     has "import setuptools, wheel" || pip install -q setuptools wheel
+    pip uninstall -y -q horovod 2>/dev/null || true   # built against another TF or MPI
     HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_MPI=1 HOROVOD_WITHOUT_GLOO=1 \
     HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 \
         pip install -q --no-cache-dir --no-build-isolation horovod==0.28.1
