@@ -125,6 +125,20 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
     grid = plan.cells(len(sp), len(points), cfg["controls"])
     layout = parallel.split(cfg["parallel"]["group_size"])
     parallel.configure_tensorflow(layout, cfg["parallel"]["threads"])
+    # this rank's data and model: checks that need them come before any file is created
+    group_data = data.load(cfg["dataset"], (layout.group_rank, layout.group_size))
+    model, prunable_idx = training.build_for(cfg, group_data, cfg["seed"])
+    error = None
+    try:
+        if group_data.train_total < cfg["train"]["batch_size"]:
+            raise ValueError(f"train.batch_size: {cfg['train']['batch_size']} is larger than the "
+                             f"{group_data.train_total} training examples")
+        check_model(cfg, model, prunable_idx, group_data.train_total // cfg["train"]["batch_size"])
+    except ValueError as exc:
+        error = str(exc)
+    error = parallel.agree(error)
+    if error:
+        fail(error)
 
     if dry_run:
         done = set()
@@ -149,23 +163,9 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
     done, have_dense = parallel.bcast_object(state)
     done = set(done)
 
-    # --- 3. dense phase on rank 0; the others wait without spinning -------------------------
-    group_data = data.load(cfg["dataset"], (layout.group_rank, layout.group_size))
-    model, prunable_idx = training.build_for(cfg, group_data, cfg["seed"])
-    error = None
-    try:
-        check_model(cfg, model, prunable_idx, group_data.train_total // cfg["train"]["batch_size"])
-        if group_data.train_total < cfg["train"]["batch_size"]:
-            raise ValueError(f"train.batch_size: {cfg['train']['batch_size']} is larger than the "
-                             f"{group_data.train_total} training examples")
-    except ValueError as exc:
-        error = str(exc)
-    error = parallel.agree(error)
-    if error:
-        if writer:
-            writer.close(complete=False)
-        fail(error)
     timeline.add("setup", t_setup)
+
+    # --- 3. dense phase on rank 0; the others wait without spinning -------------------------
 
     shapes = [tuple(w.shape) for w in model.weights]
     n_weights = sum(int(np.prod(s)) for s in shapes)

@@ -92,6 +92,7 @@ def test_refuse_overwrite_then_resume(tmp_path):
     (["--set", "prune.exclude=[fc9]"], "prune.exclude: no layer named 'fc9'"),
     (["--set", "rewind.unit=iteration", "--set", "rewind.points=[0, 100000]"],
      "rewind.points: iteration 100000 is beyond the 80 dense iterations"),
+    (["--set", "dataset.train_examples=50"], "train.batch_size: 100 is larger than the 50"),
 ])
 def test_bad_input_fails_every_rank_without_hanging(tmp_path, args, message):
     config = CONFIG if os.path.isdir(data.FASHION_MNIST_DIR) else None
@@ -102,6 +103,7 @@ def test_bad_input_fails_every_rank_without_hanging(tmp_path, args, message):
     lines = [l for l in proc.stderr.splitlines() if l.startswith("lth-mpi: error:")]
     assert len(lines) == 2 and message in lines[0], proc.stderr     # one line per rank
     assert "Traceback" not in proc.stderr
+    assert not os.path.exists(tmp_path / "r.h5")                    # refused before any output
 
 
 def test_dry_run_and_console_script(tmp_path):
