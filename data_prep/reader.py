@@ -1,0 +1,283 @@
+"""Reading a dataset for training: each rank its own shard, a fresh order every epoch,
+augmentation on the fly, batches prefetched. The trainer sees only Dataset's interface.
+
+How a converted file is shared by the G ranks of a group (`shard=(index, G)`):
+  * the training rows are cut into pieces of `read_rows` consecutive rows; a fixed seeded
+    permutation lays the pieces out in a row, and that row is cut into G parts whose sizes
+    differ by at most one example. A rank owns one part: the shards are disjoint, cover the
+    set, and each is a mix of the whole file, however the file is ordered.
+  * every epoch a rank shuffles the order of its pieces, reads them a window (about
+    `shuffle_buffer` examples) at a time in contiguous reads, and shuffles each window;
+    leftovers carry over to the next window. Only this rank's rows are ever read.
+  * the test rows are cut into G contiguous blocks, read in order.
+A shard that fits (in_memory) is read once; its batches are then the same as when streamed
+with a window larger than the shard, so the two modes train alike.
+
+Ownership stays fixed while the order changes every epoch: the trainer's seeds differ from
+rank to rank, so no per-epoch re-deal could be agreed without communication, and a fixed
+shard lets each node's page cache hold its ranks' parts of the file.
+"""
+from __future__ import annotations
+
+import abc
+
+import h5py
+import numpy as np
+
+from . import augment as augment_mod
+from . import h5format
+from .prefetch import Stats, prefetch
+
+IN_MEMORY_AUTO_BYTES = 1 << 30     # in_memory: auto holds a rank's part in memory up to 1 GiB
+
+
+def owned_pieces(n: int, read_rows: int, shard=(0, 1), seed: int = 0) -> list[tuple[int, int]]:
+    """This shard's training rows as sorted (start, stop) ranges (see the module doc)."""
+    index, count = shard
+    starts = range(0, n, read_rows)
+    order = np.random.default_rng(seed).permutation(len(starts))
+    lo, hi = index * n // count, (index + 1) * n // count
+    pieces, pos = [], 0
+    for c in order:
+        a = starts[c]
+        length = min(read_rows, n - a)
+        s, e = max(pos, lo), min(pos + length, hi)
+        if s < e:
+            pieces.append((a + s - pos, a + e - pos))
+        pos += length
+    return sorted(pieces)
+
+
+def _seeds(seed: int, index: int):
+    """Three independent generators (piece order, window order, augmentation) per rank and
+    epoch; the shard index is mixed in, so equal seeds on two ranks still differ."""
+    seq = np.random.SeedSequence([seed & (2 ** 64 - 1), index])
+    return [np.random.default_rng(s) for s in seq.spawn(3)]
+
+
+class Dataset(abc.ABC):
+    """Batches of one rank's shard. Subclasses say which rows the rank has and how to read
+    them; the order, the windows, augmentation and prefetching live here."""
+
+    def __init__(self, *, num_classes, mean, std, input_shape, train_total, test_total,
+                 shard=(0, 1), augment=False, pad=None, flip=True, prefetch=4,
+                 shuffle_buffer=None, class_names=None):
+        check_options(dict(augment=augment, pad=pad, flip=flip, prefetch=prefetch))
+        self.num_classes = int(num_classes)
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.input_shape = tuple(input_shape)
+        self.train_total, self.test_total = int(train_total), int(test_total)
+        self.shard = tuple(shard)
+        self.augment, self.flip, self.prefetch = bool(augment), bool(flip), int(prefetch)
+        self.pad = augment_mod.default_pad(self.input_shape[0]) if pad is None else int(pad)
+        self.shuffle_buffer = shuffle_buffer
+        self.class_names = class_names
+        self.stats = Stats()
+
+    # --- what subclasses provide ---------------------------------------------------------
+    @abc.abstractmethod
+    def train_pieces(self) -> list[tuple[int, int]]:
+        """This rank's training rows, as sorted (start, stop) ranges."""
+
+    @abc.abstractmethod
+    def read_train(self, pieces) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y) of the given sorted ranges, concatenated."""
+
+    @abc.abstractmethod
+    def test_pieces(self) -> list[tuple[int, int]]:
+        """This rank's test rows, as (start, stop) ranges."""
+
+    @abc.abstractmethod
+    def read_test(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y) of test rows [start, stop)."""
+
+    @property
+    def train_count(self) -> int:
+        return sum(b - a for a, b in self.train_pieces())
+
+    @property
+    def test_count(self) -> int:
+        return sum(b - a for a, b in self.test_pieces())
+
+    # --- the trainer's interface ---------------------------------------------------------
+    def train_batches(self, seed: int, steps: int, batch: int):
+        """Exactly `steps` batches of `batch` examples of this shard, each example at most
+        once, in an order (and augmentation) fresh for every seed."""
+        if steps * batch > self.train_count:
+            raise ValueError(f"dataset: {steps} steps of {batch} need {steps * batch} examples, "
+                             f"this shard has {self.train_count}")
+        return self._maybe_prefetch(self._train_stream(seed, steps, batch))
+
+    def test_batches(self, batch: int):
+        """This shard's test rows in order; the shards of a group cover the test set once."""
+        return self._maybe_prefetch(self._test_stream(batch))
+
+    # --- internals ------------------------------------------------------------------------
+    def _maybe_prefetch(self, stream):
+        return prefetch(stream, self.prefetch, self.stats) if self.prefetch > 0 else stream
+
+    def _windows(self, rng):
+        """The shard's pieces in a random order, grouped into windows of about
+        shuffle_buffer examples (one window: the whole shard)."""
+        pieces = self.train_pieces()
+        limit = self.shuffle_buffer or self.train_count
+        window, size = [], 0
+        for i in rng.permutation(len(pieces)):
+            window.append(pieces[i])
+            size += pieces[i][1] - pieces[i][0]
+            if size >= limit:
+                yield sorted(window)
+                window, size = [], 0
+        if window:
+            yield sorted(window)
+
+    def _train_stream(self, seed, steps, batch):
+        order_rng, mix_rng, aug_rng = _seeds(seed, self.shard[0])
+        carry = None
+        emitted = 0
+        for window in self._windows(order_rng):
+            x, y = self.read_train(window)
+            if carry is not None:
+                x, y = np.concatenate([carry[0], x]), np.concatenate([carry[1], y])
+            perm = mix_rng.permutation(len(x))
+            full = len(x) // batch
+            for i in range(full):
+                idx = np.sort(perm[i * batch:(i + 1) * batch])   # sorted: a faster gather
+                xb = x[idx]
+                if self.augment:
+                    xb = augment_mod.random_crop_flip(xb, aug_rng, self.pad, self.flip)
+                yield xb, y[idx]
+                emitted += 1
+                if emitted == steps:
+                    return
+            rest = np.sort(perm[full * batch:])
+            carry = (x[rest], y[rest])
+
+    def _test_stream(self, batch):
+        for a, b in self.test_pieces():
+            for i in range(a, b, batch):
+                yield self.read_test(i, min(i + batch, b))
+
+
+class InMemory(Dataset):
+    """A shard held in memory as uint8 NHWC arrays (x_train, y_train, x_test, y_test)."""
+
+    def __init__(self, x_train, y_train, x_test, y_test, **kw):
+        kw.setdefault("input_shape", x_train.shape[1:])
+        super().__init__(**kw)
+        self.x_train, self.y_train = x_train, np.asarray(y_train, np.int32)
+        self.x_test, self.y_test = x_test, np.asarray(y_test, np.int32)
+
+    def train_pieces(self):
+        return [(0, len(self.x_train))]
+
+    def read_train(self, pieces):
+        (a, b), = pieces            # one piece, one window: the whole shard, no copy
+        return self.x_train[a:b], self.y_train[a:b]
+
+    def test_pieces(self):
+        return [(0, len(self.x_test))]
+
+    def read_test(self, start, stop):
+        return self.x_test[start:stop], self.y_test[start:stop]
+
+
+class Streaming(Dataset):
+    """A shard read from the HDF5 file as the epoch goes: one contiguous read per piece."""
+
+    def __init__(self, path, pieces, test_range, **kw):
+        super().__init__(**kw)
+        self.path = path
+        self.file = h5py.File(path, "r")
+        self._pieces, self._test_range = pieces, test_range
+
+    def train_pieces(self):
+        return self._pieces
+
+    def _read(self, split, pieces):
+        images, labels = self.file[split]["images"], self.file[split]["labels"]
+        n = sum(b - a for a, b in pieces)
+        x = np.empty((n,) + self.input_shape, np.uint8)
+        y = np.empty(n, np.int32)
+        pos = 0
+        for a, b in pieces:
+            images.read_direct(x, np.s_[a:b], np.s_[pos:pos + b - a])
+            y[pos:pos + b - a] = labels[a:b]
+            pos += b - a
+        return x, y
+
+    def read_train(self, pieces):
+        return self._read("train", pieces)
+
+    def test_pieces(self):
+        return [self._test_range]
+
+    def read_test(self, start, stop):
+        return self._read("test", [(start, stop)])
+
+
+OPTION_TYPES = {"augment": "bool", "flip": "bool", "pad": "int >= 0 or null",
+                "prefetch": "int >= 0", "in_memory": "auto, true or false",
+                "shuffle_buffer": "int >= 1", "read_rows": "int >= 1"}
+
+
+def check_options(options: dict) -> None:
+    """Refuse a reader option of the wrong type or range, naming it as a config key."""
+    for key, value in options.items():
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        ok = {"augment": isinstance(value, bool), "flip": isinstance(value, bool),
+              "pad": value is None or (is_int and value >= 0),
+              "prefetch": is_int and value >= 0,
+              "in_memory": value in ("auto", True, False) and not is_int,
+              "shuffle_buffer": is_int and value >= 1,
+              "read_rows": is_int and value >= 1}[key]
+        if not ok:
+            raise ValueError(f"dataset.{key}: expected {OPTION_TYPES[key]}, got {value!r}")
+
+
+def check_kind(info: dict, path: str, expect) -> None:
+    """Refuse a converted file whose image shape or class count is not what the dataset name
+    promises (e.g. a CIFAR-100 file given as cifar10)."""
+    shape, classes = expect
+    if (shape and tuple(info["input_shape"]) != tuple(shape)) or \
+            (classes and info["num_classes"] != classes):
+        want = " and ".join(filter(None, [shape and "x".join(map(str, shape)),
+                                          classes and f"{classes} classes"]))
+        raise ValueError(f"dataset.path: {path} holds {info['dataset']} "
+                         f"({'x'.join(map(str, info['input_shape']))}, {info['num_classes']} "
+                         f"classes), expected {want}")
+
+
+def open_h5(path: str, shard=(0, 1), train_examples=None, test_examples=None, *,
+            augment=False, pad=None, flip=True, in_memory="auto", shuffle_buffer=8192,
+            read_rows=256, prefetch=4, expect=(None, None)) -> Dataset:
+    """This rank's shard of a converted dataset (data_prep's HDF5 format).
+
+    train_examples / test_examples keep the first rows of each split (the image-tree
+    converter shuffles the training split; CIFAR and MNIST come shuffled), so a prefix is a
+    random subset. expect = (image shape, classes), None for either = any.
+    """
+    options = dict(augment=augment, pad=pad, flip=flip, prefetch=prefetch,
+                   in_memory=in_memory, shuffle_buffer=shuffle_buffer, read_rows=read_rows)
+    check_options(options)
+    info = h5format.describe(path)
+    check_kind(info, path, expect)
+    n_train = min(train_examples or info["train_total"], info["train_total"])
+    n_test = min(test_examples or info["test_total"], info["test_total"])
+    index, count = shard
+    pieces = owned_pieces(n_train, read_rows, shard)
+    test_range = (index * n_test // count, (index + 1) * n_test // count)
+    common = dict(num_classes=info["num_classes"], mean=info["mean"], std=info["std"],
+                  input_shape=info["input_shape"], train_total=n_train, test_total=n_test,
+                  shard=shard, augment=augment, pad=pad, flip=flip, prefetch=prefetch,
+                  class_names=info["class_names"])
+    rows = sum(b - a for a, b in pieces) + test_range[1] - test_range[0]
+    if in_memory == "auto":
+        in_memory = rows * int(np.prod(info["input_shape"])) <= IN_MEMORY_AUTO_BYTES
+    stream = Streaming(path, pieces, test_range, shuffle_buffer=shuffle_buffer, **common)
+    if not in_memory:
+        return stream
+    x_train, y_train = stream.read_train(pieces)
+    x_test, y_test = stream.read_test(*test_range)
+    stream.file.close()
+    return InMemory(x_train, y_train, x_test, y_test, **common)
