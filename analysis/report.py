@@ -1,0 +1,293 @@
+"""`python -m analysis report`: the figures of one results file and a summary page.
+
+The summary is a list of blocks (heading, paragraph, list, table, image) rendered either as
+markdown or as a standalone HTML page, so both formats always say the same thing.
+"""
+from __future__ import annotations
+
+import html
+import os
+import re
+
+import numpy as np
+
+from . import AnalysisError, amdahl, figures, tickets, timeline
+from .load import Results, load
+
+FORMATS = ("md", "html")
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+def render_markdown(blocks) -> str:
+    out = []
+    for kind, *body in blocks:
+        if kind in ("h1", "h2"):
+            out.append(("# " if kind == "h1" else "## ") + body[0])
+        elif kind == "p":
+            out.append(body[0])
+        elif kind == "list":
+            out.append("\n".join(f"- {item}" for item in body[0]))
+        elif kind == "table":
+            head, rows = body
+            out.append("\n".join(["| " + " | ".join(head) + " |",
+                                  "|" + "|".join("---" for _ in head) + "|"]
+                                 + ["| " + " | ".join(map(str, r)) + " |" for r in rows]))
+        elif kind == "img":
+            out.append(f"![{body[1]}]({body[0]})")
+    return "\n\n".join(out) + "\n"
+
+
+def render_html(blocks, title: str) -> str:
+    def e(text):   # escaped, with markdown `code` spans as <code>
+        return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text, quote=True))
+    out = [f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{e(title)}</title>",
+           "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
+           "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;"
+           "text-align:right}img{max-width:100%}</style></head><body>"]
+    for kind, *body in blocks:
+        if kind in ("h1", "h2"):
+            out.append(f"<{kind}>{e(body[0])}</{kind}>")
+        elif kind == "p":
+            out.append(f"<p>{e(body[0])}</p>")
+        elif kind == "list":
+            out.append("<ul>" + "".join(f"<li>{e(i)}</li>" for i in body[0]) + "</ul>")
+        elif kind == "table":
+            head, rows = body
+            out.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>"
+                       + "".join("<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in r) + "</tr>"
+                                 for r in rows) + "</table>")
+        elif kind == "img":
+            out.append(f"<p><img src='{e(body[0])}' alt='{e(body[1])}'></p>")
+    return "\n".join(out) + "\n</body></html>\n"
+
+
+# --- sections --------------------------------------------------------------------------------
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def _remain(s: float) -> str:
+    return f"{100 * (1 - s):.3g}%"
+
+
+def overview(res: Results) -> list:
+    cfg = res.config
+    done = f"{len(res.cells)} of {len(res.expected)} cells finished"
+    if res.missing:
+        shown = ", ".join(res.missing[:8]) + (", ..." if len(res.missing) > 8 else "")
+        done += f"; {len(res.missing)} missing ({shown}): this analysis uses the finished ones"
+    return [("h1", f"lth-mpi report: {res.name}"),
+            ("list", [f"file: `{res.path}` (status `{res.status}`, created "
+                      f"{res.attrs.get('created', '?')}, resumed {res.attrs.get('resumed', 0)} times)",
+                      done,
+                      f"model `{cfg['model']['name']}` on `{cfg['dataset']['name']}`, "
+                      f"{cfg['train']['epochs']} epochs, batch {cfg['train']['batch_size']}, "
+                      f"{cfg['train']['optimizer']} lr {cfg['train']['learning_rate']:g}",
+                      f"{len(res.sparsities)} sparsities ({cfg['prune']['scope']}) x "
+                      f"{len(res.points)} rewind points ({res.unit}s {res.points}), controls: "
+                      f"{', '.join(res.controls) or 'none'}",
+                      f"{res.world_size} ranks in {res.n_groups} groups of {res.group_size}"])]
+
+
+def accuracy_section(res: Results, metric: str, window, figs: dict) -> list:
+    d = res.dense["test_accuracy"]
+    mean, spread, n = tickets.dense_band(d, window)
+    best = tickets.best_cell(res.cells, metric)
+    out = [("h2", "Accuracy"),
+           ("list", [f"dense network: final {_pct(d[-1])}, best {_pct(d.max())} at iteration "
+                     f"{int(res.dense['iteration'][int(np.argmax(d))])}; band "
+                     f"{_pct(mean)} ± {_pct(spread)} (mean ± sd of its last {n} epochs: the "
+                     "dense net is trained once)"]
+            + ([f"best ticket: {best['name']} ({_remain(best['sparsity'])} of weights, rewind "
+                f"to {res.point_label(best['rewind'])}): {_pct(tickets.accuracy(best, metric))}"]
+               if best else [])),
+           ("img", figs["accuracy"], "accuracy against weights remaining")]
+    acc = tickets.grid(res.cells, len(res.sparsities), len(res.points), metric)
+    head = ["sparsity", "remaining"] + [res.point_label(r) for r in range(len(res.points))] \
+        + list(res.controls)
+    rows = []
+    for m, s in enumerate(res.sparsities):
+        row = [f"{s:g}", _remain(s)]
+        for r in range(len(res.points)):
+            v = acc[m, r]
+            mark = " (best)" if best and (best["mask"], best["rewind"]) == (m, r) else ""
+            row.append("–" if np.isnan(v) else f"{100 * v:.2f}{mark}")
+        for ctl in res.controls:
+            hit = [c for c in res.cells if c["mask"] == m and c["control"] == ctl]
+            row.append(f"{100 * tickets.accuracy(hit[0], metric):.2f}" if hit else "–")
+        rows.append(row)
+    out += [("p", f"{metric.capitalize()} test accuracy (%) by sparsity and rewind point "
+                  "(– : not finished):"),
+            ("table", head, rows),
+            ("img", figs["heatmap"], "accuracy heatmap")]
+    return out
+
+
+def winners_section(res: Results, metric: str, tolerance: float) -> tuple[list, list]:
+    ref = tickets.dense_reference(res.dense["test_accuracy"], metric)
+    wins = tickets.winning_tickets(res.cells, ref, tolerance, metric)
+    out = [("h2", "Winning tickets"),
+           ("p", f"The sparsest ticket of each rewind point whose {metric} test accuracy is "
+                 f"within {100 * tolerance:g} points of the dense network's "
+                 f"({_pct(ref)}), i.e. at least {_pct(ref - tolerance)}; sparsest first, the "
+                 "first row is the winning ticket. Controls (random reinit) at the same "
+                 "sparsity show whether the rewound weights matter.")]
+    if not wins:
+        return out + [("p", "No finished ticket is within the tolerance.")], wins
+    head = ["cell", "remaining", "rewind", "accuracy", "vs dense"] + list(res.controls)
+    rows = []
+    for c in wins:
+        a = tickets.accuracy(c, metric)
+        row = [c["name"], _remain(c["sparsity"]), res.point_label(c["rewind"]),
+               f"{100 * a:.2f}", f"{100 * (a - ref):+.2f}"]
+        for ctl in res.controls:
+            hit = [k for k in res.cells if k["mask"] == c["mask"] and k["control"] == ctl]
+            row.append(f"{100 * tickets.accuracy(hit[0], metric):.2f}" if hit else "–")
+        rows.append(row)
+    return out + [("table", head, rows)], wins
+
+
+def curves_section(res: Results, sparsities, figs: dict) -> list:
+    stops = sorted({int(c["best_iteration"]) for c in res.cells})
+    return [("h2", "Learning curves and early stopping"),
+            ("p", "Test accuracy after each epoch at sparsities "
+                  + ", ".join(_remain(s) for s in sparsities) + " of weights remaining; the "
+                  "dotted line is the dense network."),
+            ("img", figs["learning_curves"], "learning curves"),
+            ("p", "Early-stop iteration (the iteration of the best test accuracy) against the "
+                  "weights remaining; the curves are sampled once per epoch, so it takes the "
+                  f"values {stops}."),
+            ("img", figs["early_stop"], "early-stop iteration")]
+
+
+def cells_section(res: Results) -> list:
+    head = ["cell", "id", "sparsity", "remaining", "rewind", "final acc", "best acc",
+            "best iter", "group", "seconds"]
+    rows = [[c["name"], c["id"], f"{c['sparsity_realized']:.4f}",
+             _remain(c["sparsity_realized"]), res.point_label(c["rewind"]),
+             f"{100 * c['final_test_accuracy']:.2f}", f"{100 * c['best_test_accuracy']:.2f}",
+             int(c["best_iteration"]), c["group"], f"{c['seconds']:.1f}"] for c in res.cells]
+    return [("h2", "Cells"), ("table", head, rows)]
+
+
+def timeline_section(res: Results, timings, fig: str | None) -> tuple[list, dict]:
+    out = [("h2", "Timeline")]
+    if timings is None:
+        return out + [("p", "No timings: a job writes its timeline when it finishes, and no job "
+                            f"of this file has (status `{res.status}`).")], {}
+    t, ph = timings.table, timings.phases
+    wall = timeline.wall_seconds(t)
+    n = len(timeline.ranks(t))
+    b = timeline.breakdown(t, ph)
+    ser = timeline.serial_seconds(t, ph)
+    util = timeline.utilization(t, ph)
+    parts = ", ".join(f"{p} {ser[p]:.1f} s" for p in ph if p in ser) \
+        + f", untimed (e.g. Horovod start-up) {ser['untimed']:.1f} s"
+    out += [("p", f"Job {timings.job} ({len(res.timings)} job(s) wrote this file"
+                  + ("; earlier jobs' times are not included" if len(res.timings) > 1 else "")
+                  + "): one row per rank; dense and cells are work, wait/drain/gather idle."),
+            ("img", fig, "timeline"),
+            ("list", [f"wall time {wall:.1f} s on {n} ranks = {n * wall:.1f} rank-seconds",
+                      f"utilization (busy rank-seconds / rank-seconds) {_pct(util)}; "
+                      + ", ".join(f"{k} {b[k]:.1f} ({_pct(b[k] / (n * wall))})" for k in b),
+                      f"serial time {ser['total']:.1f} s = {_pct(ser['total'] / wall)} of the "
+                      f"wall time: before the first cell {ser['head']:.1f} s ({parts}); after "
+                      f"the last cell {ser['tail']:.1f} s"])]
+    per = timeline.phase_seconds(t, ph)
+    groups = {r["rank"]: r["group"] for r in res.attrs.get("ranks", [])
+              if isinstance(r, dict)}
+    cell_code = ph.index("cell")
+    rows = []
+    for r, secs in per.items():
+        busy = sum(secs[p] for p in timeline.BUSY)
+        idle = sum(secs[p] for p in timeline.IDLE)
+        n_cells = int(((t[:, 0] == r) & (t[:, 1] == cell_code)).sum())
+        rows.append([r, groups.get(r, "?"), n_cells, f"{busy:.1f}", f"{idle:.1f}",
+                     f"{wall - busy - idle:.1f}", _pct(busy / wall)])
+    out.append(("table", ["rank", "group", "cells", "busy s", "idle s", "overhead+untimed s",
+                          "utilization"], rows))
+    return out, {"utilization": util, "serial": ser, "wall": wall}
+
+
+def projection_section(res: Results, timings, efficiency: float) -> list:
+    out = [("h2", "Projection to the seeds' cluster")]
+    if timings is None or not res.cells:
+        return out + [("p", "Needs a finished job's timings and finished cells.")]
+    ser = timeline.serial_seconds(timings.table, timings.phases)["total"]
+    cell = float(np.mean([c["seconds"] for c in res.cells]))
+    p = amdahl.project(cell, ser, res.group_size, efficiency)
+    s = amdahl.SEEDS
+    return out + [("p", f"{s['groups']} groups x {s['group_size']} GPUs, M = {s['masks']} x "
+                        f"N = {s['rewinds']} = {p.cells} cells, from this run's measured times:"),
+                  ("list", [f"a cell on a group of {s['group_size']}: {p.cell_seconds:.2f} s; "
+                            f"serial part {p.serial_seconds:.2f} s",
+                            f"projected wall time: {p.serial_seconds:.1f} + {p.rounds} x "
+                            f"{p.cell_seconds:.2f} = {p.wall:.1f} s",
+                            f"one group for every cell: {p.serial_seconds:.1f} + {p.cells} x "
+                            f"{p.cell_seconds:.2f} = {p.one_group:.1f} s; speed-up "
+                            f"{p.speedup:.1f}x on {p.groups} groups"]),
+                  ("p", "Assumptions: " + "; ".join(p.assumptions) + ".")]
+
+
+# --- the command -----------------------------------------------------------------------------
+
+def report(path: str, out_dir: str, tolerance: float = 0.01, metric: str = "final",
+           fmt: str = "md", sparsities=None, window=None, job=None,
+           efficiency: float = 1.0) -> dict:
+    """Write the figures and the summary; returns the key numbers (for the CLI and tests)."""
+    if fmt not in FORMATS:
+        raise AnalysisError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    if tolerance < 0:
+        raise AnalysisError(f"--tolerance: must be >= 0, got {tolerance}")
+    res = load(path)
+    timings = None
+    if res.timings:
+        jobs = {t.job: t for t in res.timings}
+        if job is not None and job not in jobs:
+            raise AnalysisError(f"--job: {path} has timings of jobs {sorted(jobs)}, not {job}")
+        timings = jobs[job] if job is not None else res.timings[-1]
+    elif job is not None:
+        raise AnalysisError(f"--job: {path} has no timings (no job finished)")
+    if sparsities is not None:
+        unknown = [s for s in sparsities if not any(np.isclose(s, x) for x in res.sparsities)]
+        if unknown:
+            raise AnalysisError(f"--sparsities: {unknown} not among the file's "
+                                f"{res.sparsities}")
+    os.makedirs(out_dir, exist_ok=True)
+
+    def at(name):
+        return os.path.join(out_dir, name)
+
+    blocks, out = overview(res), {"results": res, "figures": [], "winners": [],
+                                  "missing": res.missing}
+    if res.dense is None:
+        blocks.append(("p", "The dense phase has not finished: there is nothing to plot yet."))
+    elif not res.cells:
+        blocks.append(("p", "No cell has finished yet: there is nothing to plot yet."))
+    else:
+        chosen = sparsities or figures.default_sparsities(res)
+        figs = {"accuracy": "accuracy.png", "heatmap": "heatmap.png",
+                "learning_curves": "learning_curves.png", "early_stop": "early_stop.png"}
+        figures.accuracy_vs_remaining(res, at(figs["accuracy"]), metric, window)
+        figures.heatmap(res, at(figs["heatmap"]), metric)
+        figures.learning_curves(res, at(figs["learning_curves"]), chosen)
+        figures.early_stop(res, at(figs["early_stop"]))
+        out["figures"] += [at(f) for f in figs.values()]
+        blocks += accuracy_section(res, metric, window, figs)
+        win_blocks, out["winners"] = winners_section(res, metric, tolerance)
+        blocks += win_blocks + curves_section(res, chosen, figs) + cells_section(res)
+    fig = None
+    if timings is not None:
+        fig = figures.run_timeline(res, timings, at("timeline.png"))
+        out["figures"].append(fig)
+        fig = os.path.basename(fig)
+    tl_blocks, numbers = timeline_section(res, timings, fig)
+    out.update(numbers)
+    blocks += tl_blocks + projection_section(res, timings, efficiency)
+    text = render_markdown(blocks) if fmt == "md" else render_html(blocks, res.name)
+    out["summary"] = at(f"summary.{fmt}")
+    with open(out["summary"], "w") as f:
+        f.write(text)
+    return out
