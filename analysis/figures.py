@@ -217,18 +217,29 @@ def run_timeline(res, timings, path: str) -> str:
     return _save(fig, path)
 
 
-def scaling(p, t, t1: float, f_fit: float, path: str, title: str = "") -> str:
-    """Speed-up and efficiency against P: measured, ideal, and Amdahl with the fitted f."""
+def scaling(p, t, t1: float, f_fit: float, path: str, title: str = "",
+            f_phases: float | None = None) -> str:
+    """Speed-up and efficiency against P: measured, ideal, and Amdahl with the fitted f (and
+    with the f of the measured serial phases, when given)."""
     p, t = np.asarray(p, np.float64), np.asarray(t, np.float64)
     s = t1 / t
     grid = np.geomspace(1, max(p.max(), 2), 100)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(8.0, 3.4))
     a1.plot(grid, grid, ":", color="gray", label="ideal")
-    a1.plot(grid, amdahl.speedup(f_fit, grid), "-", color="C1", label=f"Amdahl, f = {f_fit:.3f}")
+    a1.plot(grid, amdahl.speedup(f_fit, grid), "-", color="C1",
+            label=f"Amdahl, f = {f_fit:.3f} (fit)")
+    if f_phases is not None:
+        a1.plot(grid, amdahl.speedup(f_phases, grid), "--", color="C2",
+                label=f"Amdahl, f = {f_phases:.3f} (phases)")
     a1.plot(p, s, "o", color="C0", label="measured")
+    a1.set_yscale("log", base=2)
+    a1.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     a1.set_ylabel("speed-up T(1) / T(P)")
     a2.axhline(1, ls=":", color="gray", label="ideal")
-    a2.plot(grid, amdahl.speedup(f_fit, grid) / grid, "-", color="C1", label="Amdahl")
+    a2.plot(grid, amdahl.speedup(f_fit, grid) / grid, "-", color="C1", label="Amdahl (fit)")
+    if f_phases is not None:
+        a2.plot(grid, amdahl.speedup(f_phases, grid) / grid, "--", color="C2",
+                label="Amdahl (phases)")
     a2.plot(p, s / p, "o", color="C0", label="measured")
     a2.set_ylabel("efficiency S(P) / P")
     a2.set_ylim(0, 1.1 * max(1.0, (s / p).max()))

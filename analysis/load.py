@@ -119,7 +119,8 @@ def load(path: str) -> Results:
         try:
             cfg = yaml.safe_load(attrs["config"])
         except (KeyError, yaml.YAMLError):
-            raise AnalysisError(f"{path} is not an lth-mpi results file (no readable config)") from None
+            raise AnalysisError(
+                f"{path} is not an lth-mpi results file (no readable config)") from None
         sparsities = list(cfg["prune"]["sparsities"])
         points, controls = list(cfg["rewind"]["points"]), list(cfg["controls"])
         realized = f["masks"].attrs["sparsity_realized"][()] if "masks" in f else None

@@ -80,7 +80,8 @@ def overview(res: Results) -> list:
         done += f"; {len(res.missing)} missing ({shown}): this analysis uses the finished ones"
     return [("h1", f"lth-mpi report: {res.name}"),
             ("list", [f"file: `{res.path}` (status `{res.status}`, created "
-                      f"{res.attrs.get('created', '?')}, resumed {res.attrs.get('resumed', 0)} times)",
+                      f"{res.attrs.get('created', '?')}, resumed "
+                      f"{res.attrs.get('resumed', 0)} times)",
                       done,
                       f"model `{cfg['model']['name']}` on `{cfg['dataset']['name']}`, "
                       f"{cfg['train']['epochs']} epochs, batch {cfg['train']['batch_size']}, "
@@ -130,7 +131,7 @@ def winners_section(res: Results, metric: str, tolerance: float) -> tuple[list, 
     wins = tickets.winning_tickets(res.cells, ref, tolerance, metric)
     out = [("h2", "Winning tickets"),
            ("p", f"The sparsest ticket of each rewind point whose {metric} test accuracy is "
-                 f"within {100 * tolerance:g} points of the dense network's "
+                 f"at most {100 * tolerance:g} percentage points below the dense network's "
                  f"({_pct(ref)}), i.e. at least {_pct(ref - tolerance)}; sparsest first, the "
                  "first row is the winning ticket. Controls (random reinit) at the same "
                  "sparsity show whether the rewound weights matter.")]

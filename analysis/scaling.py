@@ -138,7 +138,8 @@ def study(paths: list[str], out_dir: str, efficiency: float = 1.0) -> dict:
     text = "\n".join(line for line in lines if line is not None) + "\n"
     os.makedirs(out_dir, exist_ok=True)
     fig = figures.scaling(p, t, t1, f_fit, os.path.join(out_dir, "scaling.png"),
-                          f"{runs[0].name}: strong scaling, {len(runs[0].expected)} cells")
+                          f"{runs[0].name}: strong scaling, {len(runs[0].expected)} cells",
+                          f_phase)
     with open(os.path.join(out_dir, "scaling.txt"), "w") as f:
         f.write(text)
     return {"rows": rows, "f_fit": f_fit, "t1_fit": t1_fit, "t1": t1, "f_phases": f_phase,
