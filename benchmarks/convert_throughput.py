@@ -59,9 +59,10 @@ def main():
         shutil.rmtree(out, ignore_errors=True)
         os.makedirs(out)
         t = time.perf_counter()
-        proc = subprocess.run(["mpiexec", "-n", str(n), sys.executable, "-m", "mpi4py", "-m",
-                               "data_prep", "imagenet", TREE, f"{out}/imagenet.h5",
-                               "--size", str(args.size), "--shard-size", "250"],
+        proc = subprocess.run(["bash", os.path.join(ROOT, "run", "mpiexec.sh"), "-n", str(n),
+                               sys.executable, "-m", "mpi4py", "-m", "data_prep", "imagenet",
+                               TREE, f"{out}/imagenet.h5", "--size", str(args.size),
+                               "--shard-size", "250"],
                               capture_output=True, text=True, cwd=ROOT)
         wall = time.perf_counter() - t
         if proc.returncode:

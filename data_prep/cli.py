@@ -24,6 +24,8 @@ class Parser(argparse.ArgumentParser):
     def error(self, message):
         """One line, as for every other error (argparse's usage text would repeat per rank)."""
         sys.stderr.write(f"data_prep: error: {message}\n")
+        sys.stderr.flush()
+        World().wait()            # every rank's line is out before the first exit aborts the job
         sys.exit(2)
 
 
@@ -52,9 +54,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def fail(message: str) -> int:
+def fail(world: World, message: str) -> int:
+    """Every rank (all know the error) writes its line before any exits: under
+    `python -m mpi4py` the first non-zero exit aborts the job and would cut the others off."""
     sys.stderr.write(f"data_prep: error: {message}\n")   # one write: lines never interleave
     sys.stderr.flush()
+    world.wait()
     return 2
 
 
@@ -85,7 +90,7 @@ def convert_small(args, world: World) -> int:
 
     counts, error = world.share(work)
     if error:
-        return fail(error)
+        return fail(world, error)
     say(world, f"{args.command}: {counts['train']} train + {counts['test']} test images "
                f"-> {args.dst}")
     return 0
@@ -112,7 +117,7 @@ def convert_tree(args, world: World) -> int:
 
     tree, error = world.share(scan)
     if error:
-        return fail(error)
+        return fail(world, error)
     shards = imagenet.plan(tree, args.shard_size, args.seed)
     width = imagenet.path_width(tree)
     say(world, f"imagenet: {len(tree.train)} train + {len(tree.test)} val images "
@@ -140,7 +145,7 @@ def convert_tree(args, world: World) -> int:
             break
     error = world.agree(error)
     if error:
-        return fail(error)
+        return fail(world, error)
     done, reused = world.sum(done), world.sum(reused)
 
     def index():
@@ -155,7 +160,7 @@ def convert_tree(args, world: World) -> int:
 
     n_skipped, error = world.share(index)
     if error:
-        return fail(error)
+        return fail(world, error)
     seconds = time.time() - t0
     say(world, f"imagenet: {len(shards) - reused} shards written, {reused} reused, "
                f"{n_skipped} images skipped -> {args.dst}; {done} files converted in "

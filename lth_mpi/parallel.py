@@ -234,9 +234,13 @@ def provenance(layout: Layout) -> dict:
     import keras
     try:
         import horovod
+        import horovod.tensorflow as hvd
         hvd_version = horovod.__version__
+        # which operations this Horovod was compiled with: NCCL keeps GPU gradients on the GPU
+        hvd_built = {"mpi": bool(hvd.mpi_built()), "nccl": bool(hvd.nccl_built()),
+                     "gloo": bool(hvd.gloo_built()), "cuda": bool(hvd.cuda_built())}
     except ImportError:
-        hvd_version = "not installed"
+        hvd_version, hvd_built = "not installed", {}
     me = {"rank": layout.rank, "host": layout.host, "group": layout.group,
           "group_rank": layout.group_rank, "local_rank": layout.local_rank,
           "threads": layout.threads, "pid": os.getpid()}
@@ -246,6 +250,7 @@ def provenance(layout: Layout) -> dict:
                          "keras": keras.__version__, "horovod": hvd_version,
                          "mpi4py": mpi4py.__version__, "h5py": h5py.__version__,
                          "hdf5": h5py.version.hdf5_version, "numpy": np.__version__},
+            "horovod_built": hvd_built,
             "mpi_library": MPI.Get_library_version().strip(),
             "mpi_standard": "%d.%d" % MPI.Get_version(),
             "world_size": layout.size, "group_size": layout.group_size,

@@ -29,9 +29,12 @@ class Timeline:
 
 
 def fail(message: str, code: int = 2):
-    """Every rank prints the same one-line error and exits non-zero (no rank left waiting)."""
+    """Every rank prints the same one-line error and exits non-zero (no rank left waiting).
+    Called by all ranks once they agree; each writes before any exits, because under
+    `python -m mpi4py` the first non-zero exit aborts the job and would cut the others off."""
     sys.stderr.write(f"lth-mpi: error: {message}\n")   # one write: ranks' lines never interleave
     sys.stderr.flush()
+    parallel.wait_quietly()
     sys.exit(code)
 
 

@@ -6,9 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash run/install.sh
+. run/env.sh                     # the environment install.sh made or found
 mkdir -p results
 out=results/demo-$(date +%Y%m%d-%H%M%S).h5
 NP=${NP:-4}
-echo "demo: mpiexec -n $NP python -m mpi4py -m lth_mpi run run/configs/demo.yaml --output $out"
-TF_CPP_MIN_LOG_LEVEL=2 mpiexec -n "$NP" python3 -m mpi4py -m lth_mpi run run/configs/demo.yaml \
+echo "demo: bash run/mpiexec.sh -n $NP python -m mpi4py -m lth_mpi run run/configs/demo.yaml --output $out"
+bash run/mpiexec.sh -n "$NP" python3 -m mpi4py -m lth_mpi run run/configs/demo.yaml \
     --output "$out" "$@"

@@ -1,71 +1,164 @@
 #!/usr/bin/env bash
-# Install everything lth-mpi needs into the current Python environment, skipping what is
-# already there. Safe to rerun.
+# Install everything lth-mpi needs, from nothing, skipping what is already there. Safe to rerun.
 #
-#   bash run/install.sh            # as root on Debian: apt's MPICH + Fashion-MNIST, then pip
-#   module load mpich; bash run/install.sh   # on a cluster: uses the MPI on PATH, never apt
+#   bash run/install.sh                       # as root on Debian/Ubuntu: apt brings the rest
+#   module load openmpi; bash run/install.sh  # cluster: the MPI on PATH, no root needed
 #
-# Environment knobs:
-#   LTH_TF_PACKAGE   TensorFlow requirement (default tensorflow-cpu==2.18.1; on GPU nodes
-#                    e.g. "tensorflow[and-cuda]==2.18.1"). Horovod 0.28.1 builds against
-#                    TF 2.15-2.18; 2.20+ breaks its build.
-#   LTH_NO_APT=1     never call apt-get, even as root.
+# Where: the active virtual or conda environment, else the project's own .venv, made here (see
+# run/env.sh), so a distribution's "externally-managed-environment" (PEP 668) never applies.
+# As root with apt it installs what the build needs and is missing: python3-dev and
+# python3-venv for the running Python's version, g++, make, an MPI, Fashion-MNIST.
+#
+# Knobs (environment):
+#   PYTHON          the Python to make the .venv with (default python3; 3.10-3.12)
+#   LTH_VENV        the venv directory (default .venv)
+#   LTH_MPI         auto | mpich | openmpi. auto: the mpicc/mpiexec on PATH (cluster modules),
+#                   else Debian's MPICH. mpich/openmpi: Debian's package of that MPI, used by
+#                   name (mpicc.openmpi, ...) whatever the system default is.
+#   LTH_TF_PACKAGE  TensorFlow requirement (default tensorflow-cpu==2.18.1; GPU nodes:
+#                   "tensorflow[and-cuda]==2.18.1"). Horovod 0.28.1 builds against TF 2.15-2.18.
+#   LTH_GPU         auto | 0 | 1: build Horovod with NCCL for GPUs (auto: when TensorFlow is a
+#                   CUDA build). Needs nvcc (the CUDA toolkit) on PATH or in CUDA_HOME.
+#   LTH_WHEEL_CACHE where built mpi4py/Horovod wheels are kept, keyed by Python, MPI, TensorFlow
+#                   and GPU build (default ~/.cache/lth-mpi/wheels; empty: build every time)
+#   LTH_NO_APT=1    never call apt-get, even as root.
 set -euo pipefail
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
-cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-TF_PACKAGE=${LTH_TF_PACKAGE:-tensorflow-cpu==2.18.1}
+. "$(dirname "$0")/env.sh"
+cd "$LTH_ROOT"
 say() { echo "install: $*"; }
+die() { echo "install: error: $*" >&2; exit 1; }
+BASE=${PYTHON:-python3}
+MPI_KIND=${LTH_MPI:-auto}
+TF_PACKAGE=${LTH_TF_PACKAGE:-tensorflow-cpu==2.18.1}
+HOROVOD=horovod==0.28.1
+case "$MPI_KIND" in auto|mpich|openmpi) ;; *) die "LTH_MPI=$MPI_KIND: expected auto, mpich or openmpi" ;; esac
 
 can_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ -z "${LTH_NO_APT:-}" ]; }
 apt_updated=
 apt_install() {
     [ -n "$apt_updated" ] || { apt-get update -qq; apt_updated=1; }
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+need() {   # need WHAT APT-PACKAGE...: install with apt as root, else stop naming what is missing
+    local what=$1; shift
+    can_apt || die "$what is missing; install it (Debian/Ubuntu: apt-get install $*) or rerun as root"
+    say "installing $* ($what)"; apt_install "$@"
 }
 
-# 1. MPI: the one on PATH (cluster modules), else Debian's MPICH.
-if command -v mpicc >/dev/null && command -v mpiexec >/dev/null; then
-    say "MPI on PATH: $(command -v mpiexec)"
-elif can_apt; then
-    say "installing MPICH from Debian"; apt_install mpich libmpich-dev
-else
-    echo "install: error: no mpicc/mpiexec on PATH; load an MPI module (e.g. 'module load openmpi') and rerun" >&2
-    exit 1
-fi
+# 1. The Python to build with: its headers (Python.h), venv, a C++ compiler and make.
+[ -n "$LTH_VENV" ] && [ -x "$LTH_VENV/bin/python" ] && BASE=$LTH_VENV/bin/python
+command -v "$BASE" >/dev/null || die "no $BASE: set PYTHON to a Python 3.10-3.12"
+pyver=$("$BASE" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+case "$pyver" in 3.10|3.11|3.12) ;; *) die "Python $pyver: TensorFlow 2.18 needs 3.10-3.12 (set PYTHON)" ;; esac
+"$BASE" -c 'import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' \
+    2>/dev/null || need "Python.h (headers for Python $pyver)" "python$pyver-dev"
+command -v g++ >/dev/null || need "a C++ compiler (g++)" g++
+command -v make >/dev/null || need "make" make
 
-# 2. Fashion-MNIST, the demo's real data (Debian package; elsewhere set dataset.path).
+# 2. The environment: the user's own, or our .venv (made from BASE).
+if [ -n "$LTH_VENV" ] && [ ! -x "$LTH_VENV/bin/python" ]; then
+    "$BASE" -c 'import ensurepip, venv' 2>/dev/null || need "venv for Python $pyver" "python$pyver-venv"
+    say "creating the virtual environment $LTH_VENV (Python $pyver)"
+    "$BASE" -m venv "$LTH_VENV"
+    . "$LTH_ROOT/run/env.sh"                   # puts it first on PATH
+fi
+PY=$(command -v python3)
+[ -z "$LTH_VENV" ] || [ "$PY" = "$LTH_VENV/bin/python3" ] || die "$LTH_VENV is not a working venv"
+say "environment: ${LTH_VENV:-${VIRTUAL_ENV:-${CONDA_PREFIX:-$(dirname "$(dirname "$PY")")}}} (Python $pyver)"
+pip() { "$PY" -m pip "$@"; }
+has() { "$PY" -c "$1" >/dev/null 2>&1; }
+has "import setuptools, wheel" || pip install -q setuptools wheel   # venvs of 3.12 have neither
+
+# 3. MPI. Our venv pins the one chosen (links in its bin/), so mpi4py, Horovod and mpiexec
+#    always agree even if the system default MPI changes later.
+mpi_tools=(mpicc mpicxx mpiexec mpirun)
+if [ "$MPI_KIND" = auto ]; then
+    if command -v mpicc >/dev/null && command -v mpiexec >/dev/null; then
+        mpi_paths=(); for t in "${mpi_tools[@]}"; do mpi_paths+=("$(command -v "$t" || true)"); done
+    else
+        command -v mpicc.mpich >/dev/null || need "an MPI (no mpicc/mpiexec on PATH; on a cluster: module load openmpi)" mpich libmpich-dev
+        MPI_KIND=mpich
+    fi
+fi
+if [ "$MPI_KIND" != auto ]; then
+    pkgs=(mpich libmpich-dev); [ "$MPI_KIND" = openmpi ] && pkgs=(openmpi-bin libopenmpi-dev)
+    command -v "mpicc.$MPI_KIND" >/dev/null && command -v "mpiexec.$MPI_KIND" >/dev/null \
+        || need "$MPI_KIND" "${pkgs[@]}"
+    mpi_paths=(); for t in "${mpi_tools[@]}"; do mpi_paths+=("$(command -v "$t.$MPI_KIND")"); done
+fi
+if [ -n "$LTH_VENV" ]; then   # small scripts, not links: Hydra finds its proxy by its own path
+    for i in "${!mpi_tools[@]}"; do
+        t=${mpi_tools[$i]} p=${mpi_paths[$i]}
+        [ -n "$p" ] && [ "$p" != "$LTH_VENV/bin/$t" ] || continue
+        real=$(readlink -f "$p")        # Open MPI's compiler wrapper reads its name from argv[0]
+        printf '#!/bin/bash\n# %s pinned by run/install.sh\nexec -a %q %q "$@"\n' \
+            "$t" "$(dirname "$real")/$t" "$real" > "$LTH_VENV/bin/$t.new"
+        chmod +x "$LTH_VENV/bin/$t.new"; mv -f "$LTH_VENV/bin/$t.new" "$LTH_VENV/bin/$t"
+    done
+    hash -r
+fi
+command -v mpicc >/dev/null && command -v mpiexec >/dev/null || die "mpicc/mpiexec not found after choosing the MPI"
+say "MPI: $(mpicc -show 2>/dev/null || mpicc -showme)"
+
+# 4. Fashion-MNIST, the demo's real data (Debian package; elsewhere set dataset.path).
 if [ ! -d /usr/share/datasets/fashion-mnist ]; then
     if can_apt; then say "installing dataset-fashion-mnist"; apt_install dataset-fashion-mnist
     else say "no /usr/share/datasets/fashion-mnist: point dataset.path at the IDX files"; fi
 fi
 
-pip() { "$PY" -m pip "$@"; }
-has() { "$PY" -c "$1" >/dev/null 2>&1; }
-
-# 3. TensorFlow, then mpi4py built against this MPI (its wheel expects another libmpi).
-# Horovod 0.28.1 compiles against TF 2.15-2.18 only: replace any other version.
+# 5. TensorFlow. Horovod 0.28.1 compiles against TF 2.15-2.18 only: replace any other version.
 if ! has "import tensorflow as tf; v = tuple(map(int, tf.__version__.split('.')[:2])); assert (2, 15) <= v <= (2, 18)"; then
     say "installing $TF_PACKAGE"; pip install -q "$TF_PACKAGE"
 fi
+cuda_tf=$("$PY" -c 'import tensorflow as tf; print(int(tf.test.is_built_with_cuda()))' 2>/dev/null || echo 0)
+gpu=${LTH_GPU:-auto}; [ "$gpu" = auto ] && gpu=$cuda_tf
+if [ "$gpu" = 1 ]; then
+    nvcc=$(command -v nvcc || echo "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc")
+    [ -x "$nvcc" ] || die "a GPU build of Horovod needs the CUDA toolkit (nvcc): load a CUDA module, or LTH_GPU=0"
+    export CUDA_HOME=${CUDA_HOME:-$(dirname "$(dirname "$(readlink -f "$nvcc")")")}
+    # NCCL from the nvidia-nccl wheel that tensorflow[and-cuda] brings, unless NCCL_HOME is set
+    nccl=$("$PY" -c 'import nvidia.nccl; print(list(nvidia.nccl.__path__)[0])' 2>/dev/null || true)
+    if [ -z "${HOROVOD_NCCL_HOME:-}" ] && [ -n "$nccl" ]; then
+        export HOROVOD_NCCL_INCLUDE=$nccl/include HOROVOD_NCCL_LIB=$nccl/lib HOROVOD_NCCL_LINK=SHARED
+    fi
+    export HOROVOD_GPU_OPERATIONS=NCCL
+fi
+
+# 6. mpi4py and Horovod, compiled against this MPI (mpi4py's binary wheel expects another
+#    libmpi), this TensorFlow and, on GPUs, NCCL. Built wheels are kept, keyed by all of them,
+#    so a second venv or a fresh clone installs in seconds.
+key=$( { "$PY" -c 'import sys, sysconfig, tensorflow as tf; print(sys.version, sysconfig.get_platform(), tf.__version__)'
+         mpicc -show 2>/dev/null || mpicc -showme; mpiexec --version 2>&1 | head -n 3; echo "gpu=$gpu"; } \
+       | sha256sum | cut -c1-16)
+cache=${LTH_WHEEL_CACHE-${XDG_CACHE_HOME:-$HOME/.cache}/lth-mpi/wheels}
+[ -n "$cache" ] && cache=$cache/$key
+build() {   # build NAME SPEC [pip wheel options]: install NAME from the cache, building it if absent
+    local name=$1 spec=$2 dir; shift 2
+    dir=${cache:-$(mktemp -d)}; mkdir -p "$dir"
+    if ! compgen -G "$dir/$name-*.whl" >/dev/null; then
+        pip wheel -q --no-deps --no-cache-dir -w "$dir" "$@" "$spec"
+    fi
+    pip uninstall -y -q "$name" 2>/dev/null || true
+    pip install -q "$(ls -t "$dir"/"$name"-*.whl | head -n 1)"
+    [ -n "$cache" ] || rm -rf "$dir"
+}
 if ! has "import mpi4py.MPI"; then   # absent, or a wheel linked to another libmpi
-    say "building mpi4py against $(command -v mpicc) (a few minutes)"
-    pip uninstall -y -q mpi4py 2>/dev/null || true
-    pip install -q --no-cache-dir --no-binary mpi4py mpi4py
+    say "mpi4py: building against $(command -v mpicc) (a few minutes; cached in ${cache:-nothing})"
+    ( export MPICC; MPICC=$(command -v mpicc); build mpi4py mpi4py --no-binary mpi4py )
 fi
-
-# 4. Horovod with MPI and TensorFlow ops, built from source against both.
-if ! has "import horovod.tensorflow as h; assert h.mpi_built()"; then
-    say "building Horovod 0.28.1 with MPI + TensorFlow (about 2 minutes)"
+want_nccl=$([ "$gpu" = 1 ] && echo "assert h.nccl_built()" || echo "pass")
+if ! has "import horovod.tensorflow as h; assert h.mpi_built(); $want_nccl"; then
+    say "Horovod: building 0.28.1 with MPI + TensorFlow${HOROVOD_GPU_OPERATIONS:+ + NCCL} (about 2 minutes)"
     command -v cmake >/dev/null || pip install -q cmake
-    has "import setuptools, wheel" || pip install -q setuptools wheel
-    pip uninstall -y -q horovod 2>/dev/null || true   # built against another TF or MPI
-    HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_MPI=1 HOROVOD_WITHOUT_GLOO=1 \
-    HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 \
-        pip install -q --no-cache-dir --no-build-isolation horovod==0.28.1
+    ( export HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_MPI=1 HOROVOD_WITHOUT_GLOO=1 \
+             HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
+      build horovod "$HOROVOD" --no-build-isolation )
 fi
 
-# 5. The package itself (editable), with the test extras.
+# 7. The package itself (editable: `lth-mpi` lands in the environment's bin/), test extras.
 pip install -q --no-build-isolation -e ".[test]"
-"$PY" -c "import horovod.tensorflow as h, mpi4py.MPI as M, tensorflow as tf; \
-print('install: ok: TF', tf.__version__, '| Horovod MPI', h.mpi_built(), '|', M.Get_library_version().splitlines()[0])"
+"$PY" -c "import horovod.tensorflow as h, mpi4py.MPI as M, tensorflow as tf, platform; \
+print('install: ok: Python', platform.python_version(), '| TF', tf.__version__, '| Horovod MPI', \
+bool(h.mpi_built()), 'NCCL', bool(h.nccl_built()), '|', M.Get_library_version().splitlines()[0].strip())"
+[ -z "$LTH_VENV" ] || say "to use it interactively: . ${LTH_VENV#"$LTH_ROOT"/}/bin/activate   (then lth-mpi is on PATH)"

@@ -1,9 +1,26 @@
 #!/usr/bin/env bash
-# Launch a search with mpiexec on the nodes of a host file (or locally without one).
-# Usage: NP=8 HOSTFILE=hosts bash run/mpiexec.sh run/configs/demo.yaml [options]
+# mpiexec with what this MPI needs, inside the project's environment. Every launch in run/ and
+# in the tests goes through here, so no caller needs to know which MPI is installed.
+#
+#   bash run/mpiexec.sh -n 4 python -m mpi4py -m lth_mpi run run/configs/demo.yaml
+#   HOSTFILE=hosts bash run/mpiexec.sh -n 8 lth-mpi run run/configs/conv4_fashion.yaml
+#
+# Open MPI: --oversubscribe (more ranks than cores, as in the demo on 2 vCPUs), as root
+# --allow-run-as-root, and the environment (venv PATH, thread and log settings) forwarded to
+# remote nodes with -x. MPICH's Hydra forwards the environment and needs neither flag.
+# HOSTFILE: a host file for either MPI. Options for mpiexec itself go before the command.
 set -euo pipefail
-NP=${NP:-4}
-CONFIG=${1:?usage: NP=<p> [HOSTFILE=file] bash run/mpiexec.sh CONFIG.yaml [options]}; shift
-hosts=()
-[ -n "${HOSTFILE:-}" ] && hosts=(-f "$HOSTFILE")
-exec mpiexec -n "$NP" "${hosts[@]}" python3 -m mpi4py -m lth_mpi run "$CONFIG" "$@"
+. "$(dirname "$0")/env.sh"
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+command -v mpiexec >/dev/null || { echo "mpiexec.sh: error: no mpiexec: run bash run/install.sh" >&2; exit 1; }
+flags=()
+[ -n "${HOSTFILE:-}" ] && flags+=(-hostfile "$HOSTFILE")
+if mpiexec --version 2>&1 | grep -qiE 'open ?mpi|openrte'; then
+    flags+=(--oversubscribe)
+    [ "$(id -u)" = 0 ] && flags+=(--allow-run-as-root)
+    for v in PATH LD_LIBRARY_PATH VIRTUAL_ENV PYTHONPATH PYTHONUNBUFFERED TF_CPP_MIN_LOG_LEVEL \
+             OMP_NUM_THREADS; do
+        [ -n "${!v:-}" ] && flags+=(-x "$v")
+    done
+fi
+exec mpiexec "${flags[@]}" "$@"

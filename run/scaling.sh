@@ -9,11 +9,11 @@
 # Environment:
 #   GROUP_SIZE  ranks per Horovod group (default 1, so that P = 1 runs); every P must be a multiple
 #   OUT         output directory (default results/scaling-<config>-<date>); must not hold the files
-#   HOSTFILE    mpiexec host file (optional; default: this machine)
+#   HOSTFILE    host file for run/mpiexec.sh (optional; default: this machine)
 # Runs are never resumed: a resumed file's wall time is split over jobs, and the analysis refuses it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+. run/env.sh
 CONFIG=${1:?usage: bash run/scaling.sh CONFIG.yaml [P ...] [-- lth-mpi options]}; shift
 procs=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do procs+=("$1"); shift; done
@@ -28,14 +28,12 @@ for p in "${procs[@]}"; do
 done
 OUT=${OUT:-results/scaling-$(basename "$CONFIG" .yaml)-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
-hosts=()
-[ -n "${HOSTFILE:-}" ] && hosts=(-f "$HOSTFILE")
 files=()
 for p in "${procs[@]}"; do
     out="$OUT/results_P$p.h5"
-    echo "scaling: P=$p: mpiexec -n $p ... lth_mpi run $CONFIG --output $out (log $OUT/log_P$p.txt)"
+    echo "scaling: P=$p: run/mpiexec.sh -n $p ... lth_mpi run $CONFIG --output $out (log $OUT/log_P$p.txt)"
     start=$SECONDS
-    if ! TF_CPP_MIN_LOG_LEVEL=2 mpiexec -n "$p" "${hosts[@]}" "$PY" -m mpi4py -m lth_mpi run \
+    if ! bash run/mpiexec.sh -n "$p" python3 -m mpi4py -m lth_mpi run \
             "$CONFIG" --output "$out" --set parallel.group_size="$GROUP_SIZE" "$@" \
             > "$OUT/log_P$p.txt" 2>&1; then
         echo "scaling: error: the run at P=$p failed; last lines of $OUT/log_P$p.txt:" >&2
@@ -45,4 +43,4 @@ for p in "${procs[@]}"; do
     echo "scaling: P=$p done in $((SECONDS - start)) s"
     files+=("$out")
 done
-"$PY" -m analysis scaling "${files[@]}" --out "$OUT"
+python3 -m analysis scaling "${files[@]}" --out "$OUT"

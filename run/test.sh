@@ -6,4 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash run/install.sh
+. run/env.sh                     # the environment install.sh made or found
 TF_CPP_MIN_LOG_LEVEL=2 python3 -m pytest tests "$@"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lth_mpi import data, plan, results
-from mpi_helpers import ROOT, lth, mpiexec
+from mpi_helpers import ENV, ROOT, launch, lth, mpiexec
 
 CONFIG = os.path.join(ROOT, "tests", "configs", "tiny_fashion.yaml")
 needs_data = pytest.mark.skipif(not os.path.isdir(data.FASHION_MNIST_DIR),
@@ -26,6 +26,7 @@ def check_complete(path, n_ranks, group_size):
         assert f.attrs["status"] == "complete" and f.attrs["world_size"] == n_ranks
         assert len(json.loads(f.attrs["ranks"])) == n_ranks
         assert "MPICH" in f.attrs["mpi_library"] or "Open MPI" in f.attrs["mpi_library"]
+        assert json.loads(f.attrs["horovod_built"])["mpi"] is True     # this build's operations
         assert f["dense/test_accuracy"][-1] > 0.7
         assert f["checkpoints"].shape == (2, 266610)
         t = f["timings"][sorted(f["timings"])[-1]][()]                 # the latest job's
@@ -122,11 +123,11 @@ def test_synthetic_run_at_one_rank_with_iteration_rewinds(tmp_path):
     import shutil
     out = str(tmp_path / "r.h5")
     proc = subprocess.run(
-        [shutil.which("mpiexec"), "-n", "1", shutil.which("lth-mpi"), "run", CONFIG,
+        launch(1, shutil.which("lth-mpi"), "run", CONFIG,
          "--output", out, "--set", "parallel.group_size=1", "--set", "dataset.name=synthetic",
          "--set", "rewind.unit=iteration", "--set", "rewind.points=[0, 7, 40]",
          "--set", "dataset.train_examples=1000", "--set", "dataset.test_examples=200",
-         "--set", "train.batch_size=50", "--set", "controls=[]"],
+         "--set", "train.batch_size=50", "--set", "controls=[]"),
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     cells = results.read_cells(out)
@@ -146,9 +147,9 @@ def test_killed_run_keeps_finished_cells_and_resumes(tmp_path):
     import shutil
     import sys
     out = str(tmp_path / "r.h5")
-    cmd = [shutil.which("mpiexec"), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "lth_mpi",
-           "run", CONFIG, "--output", out, "--set", "train.epochs=2"]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    cmd = launch(2, sys.executable, "-m", "mpi4py", "-m", "lth_mpi",
+                 "run", CONFIG, "--output", out, "--set", "train.epochs=2")
+    env = ENV
     job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                            cwd=ROOT, env=env)
     try:
