@@ -84,7 +84,9 @@ def overview(res: Results) -> list:
                       f"{res.attrs.get('resumed', 0)} times)",
                       done,
                       f"model `{cfg['model']['name']}` on `{cfg['dataset']['name']}`, "
-                      f"{cfg['train']['epochs']} epochs, batch {cfg['train']['batch_size']}, "
+                      f"{cfg['train']['epochs']} epochs (a ticket rewound to k retrains "
+                      f"{'the remaining epochs' if cfg['rewind'].get('retrain') == 'remaining' else 'all of them'}), "
+                      f"batch {cfg['train']['batch_size']}, "
                       f"{cfg['train']['optimizer']} lr {cfg['train']['learning_rate']:g}",
                       f"{len(res.sparsities)} sparsities ({cfg['prune']['scope']}) x "
                       f"{len(res.points)} rewind points ({res.unit}s {res.points}), controls: "

@@ -1,8 +1,8 @@
 """Accuracy numbers of a search: the dense reference, the (sparsity x rewind) grid, the winners.
 
 Pure functions over the cell dicts of analysis.load (attributes plus curves), so they can be
-tested on hand-made tables. `metric` is `final` (after the last epoch, as the cells and the
-dense net train the same number of epochs) or `best` (at the early-stop iteration).
+tested on hand-made tables. `metric` is `final` (after the last epoch: cells and the dense net
+end at the same iteration) or `best` (at the early-stop iteration).
 """
 from __future__ import annotations
 

@@ -38,7 +38,8 @@ SCHEMA = {
               "xla": (bool, True),
               "mixed_precision": (bool, False)},
     "rewind": {"unit": (str, "epoch"),
-               "points": (list, [0])},
+               "points": (list, [0]),
+               "retrain": (str, "remaining")},
     "prune": {"sparsities": (list, REQUIRED),
               "scope": (str, "global"),
               "exclude": (list, [])},
@@ -52,11 +53,18 @@ OPEN_SECTIONS = ("model", "dataset")   # may hold builder keyword arguments
 CHOICES = {
     "train.optimizer": ("adam", "sgd"),
     "rewind.unit": ("epoch", "iteration"),
+    "rewind.retrain": ("remaining", "full"),
     "prune.scope": ("global", "layerwise"),
     "parallel.assign": ("masks", "cells"),
     "parallel.dense": ("rank0", "data_parallel"),
 }
 CONTROLS = ("random_reinit",)
+
+
+def remaining(cfg: dict) -> bool:
+    """A ticket rewound to k trains the remaining T - k (Frankle et al. 2020, open_lth), not
+    T more: otherwise a late rewind point trains longer than the dense net it is compared to."""
+    return cfg["rewind"]["retrain"] == "remaining"
 
 
 def _merge(schema: dict, given: dict, prefix: str, open_section: bool) -> dict:
@@ -127,6 +135,9 @@ def _check(cfg: dict, world_size: int | None) -> None:
             raise ConfigError(f"rewind.points: {p!r} is not a non-negative integer")
         if cfg["rewind"]["unit"] == "epoch" and p > t["epochs"]:
             raise ConfigError(f"rewind.points: epoch {p} is beyond the {t['epochs']} dense epochs")
+        if cfg["rewind"]["unit"] == "epoch" and p == t["epochs"] and remaining(cfg):
+            raise ConfigError(f"rewind.points: epoch {p} is the end of training, which leaves "
+                              "nothing to retrain under rewind.retrain: remaining")
     for c in cfg["controls"]:
         if c not in CONTROLS:
             raise ConfigError(f"controls: unknown control {c!r} (valid: {', '.join(CONTROLS)})")

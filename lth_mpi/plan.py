@@ -39,6 +39,16 @@ def assign(grid: list[Cell], n_groups: int, by: str = "masks") -> list[list[Cell
     raise ValueError(f"parallel.assign: unknown assignment {by!r}")
 
 
+def start_iteration(cell: Cell, cfg: dict, steps_per_epoch: int) -> int:
+    """Where a cell's training starts. Under rewind.retrain: remaining, a ticket rewound to k
+    trains the remaining T - k (iterations k+1..T, as open_lth does); under full, and for
+    controls (which start from a fresh init), all T."""
+    if cell.rewind < 0 or cfg["rewind"]["retrain"] != "remaining":
+        return 0
+    point = cfg["rewind"]["points"][cell.rewind]
+    return point * steps_per_epoch if cfg["rewind"]["unit"] == "epoch" else point
+
+
 def describe(cfg: dict, world_size: int, done: set[str] = frozenset()) -> str:
     """The --dry-run text: cells, groups, and trainings per group."""
     sp, pts = cfg["prune"]["sparsities"], cfg["rewind"]["points"]
@@ -51,13 +61,19 @@ def describe(cfg: dict, world_size: int, done: set[str] = frozenset()) -> str:
              f"ranks: {world_size} in {len(groups)} groups of {g}; dense phase "
              + ("on rank 0" if cfg["parallel"]["dense"] == "rank0"
                 else f"data-parallel on all {world_size} ranks")
-             + f", {cfg['train']['epochs']} epochs; every cell retrains {cfg['train']['epochs']} epochs"]
+             + f", {cfg['train']['epochs']} epochs; "
+             + ("a ticket rewound to k retrains the remaining epochs or iterations, controls all"
+                if cfg["rewind"]["retrain"] == "remaining"
+                else f"every cell retrains {cfg['train']['epochs']} epochs")]
     for i, mine in enumerate(groups):
         todo = [c for c in mine if c.name not in done]
         lines.append(f"group {i} (ranks {i * g}-{i * g + g - 1}): {len(todo)} trainings"
                      + (f" ({len(mine) - len(todo)} already done)" if len(todo) < len(mine) else ""))
         for c in mine:
             r = f"rewind {unit} {pts[c.rewind]}" if c.rewind >= 0 else "fresh init"
+            if unit == "epoch":
+                first = start_iteration(c, cfg, 1) + 1
+                r += f", trains epochs {first}-{cfg['train']['epochs']}"
             mark = " [done]" if c.name in done else ""
             lines.append(f"  {c.name}: sparsity {sp[c.mask]:.4g}, {r}, control {c.control}{mark}")
     return "\n".join(lines)

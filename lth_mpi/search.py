@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from . import config as config_mod
-from . import data, models, parallel, plan, pruning, results, training
+from . import data, models, parallel, plan, pruning, results, seeds, training
 
 
 class Timeline:
@@ -59,6 +59,9 @@ def check_model(cfg: dict, model, prunable_idx, steps_per_epoch: int) -> None:
         for p in cfg["rewind"]["points"]:
             if p > last:
                 raise ValueError(f"rewind.points: iteration {p} is beyond the {last} dense iterations")
+            if p == last and config_mod.remaining(cfg):
+                raise ValueError(f"rewind.points: iteration {p} is the end of training, which "
+                                 "leaves nothing to retrain under rewind.retrain: remaining")
 
 
 def dense_phase(cfg, dense_data, group_size=1, average=None, total=None, share=None):
@@ -83,7 +86,8 @@ def dense_phase(cfg, dense_data, group_size=1, average=None, total=None, share=N
     snapshot(0)   # epoch 0 and iteration 0 are both the initialization
     on_epoch = (lambda e: snapshot(e)) if unit == "epoch" else None
     on_step = snapshot if unit == "iteration" else None
-    history = trainer.fit(cfg["train"]["epochs"], cfg["seed"], on_epoch=on_epoch, on_step=on_step)
+    history = trainer.fit(cfg["train"]["epochs"], seeds.derive(cfg["seed"], seeds.DENSE),
+                          on_epoch=on_epoch, on_step=on_step)
     kernels = training.prunable_weights(model, prunable_idx, trainer.weights())
     packed, realized = [], []
     for s in cfg["prune"]["sparsities"]:
@@ -220,7 +224,11 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
     remote = sum(len([c for c in g if c.name not in done])
                  for g in plan.assign(grid, layout.n_groups, cfg["parallel"]["assign"])[1:])
     t_grid = time.time()
-    progress = {"done": 0, "total": len(grid) - len(done)}
+    # cells differ in length (a late rewind trains less): the ETA counts iterations, not cells
+    spe = trainer.steps_per_epoch
+    length = {c.id: cfg["train"]["epochs"] * spe - plan.start_iteration(c, cfg, spe) for c in grid}
+    progress = {"done": 0, "work": 0,
+                "total": sum(length[c.id] for c in grid if c.name not in done)}
 
     def on_result(msg):
         cell = grid[int(msg[0])]
@@ -230,9 +238,9 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
         writer.write_cell(cell, sp[cell.mask], realized[cell.mask], point, int(msg[1]), hist,
                           msg[2], msg[3])
         progress["done"] += 1
+        progress["work"] += length[cell.id]
         elapsed = time.time() - t_grid
-        left = progress["total"] - progress["done"]
-        eta = elapsed / progress["done"] * left
+        eta = elapsed / progress["work"] * (progress["total"] - progress["work"])
         where = f"{cfg['rewind']['unit']} {point}" if point is not None else "fresh init"
         print(f"[{progress['done'] + len(done):>4}/{len(grid)}] {cell.name:<24} sparsity "
               f"{sp[cell.mask]:.3f} {where:<12} acc {hist['test_accuracy'][-1]:.4f}  "
@@ -244,7 +252,8 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
     for cell in todo:
         t = time.time()
         if cell.control == "random_reinit":
-            fresh, _ = training.build_for(cfg, group_data, cfg["seed"] + 1 + cell.mask)
+            fresh, _ = training.build_for(
+                cfg, group_data, seeds.derive(cfg["seed"], seeds.REINIT, cell.mask))
             start = [np.asarray(w) for w in fresh.get_weights()]
         else:
             start = unflatten(ckpts[cell.rewind], shapes)
@@ -252,8 +261,10 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
         start = unflatten(broadcast(flatten(start)), shapes)
         masks = pruning.unpack_masks(packed[cell.mask], [shapes[i] for i in prunable_idx])
         trainer.load(start, masks)
-        hist = trainer.fit(cfg["train"]["epochs"], cfg["seed"] * 7919 + cell.id * 31 + layout.rank,
-                           on_epoch=drain)
+        # keyed by the cell, not by the rank: the same numbers whoever trains it
+        hist = trainer.fit(cfg["train"]["epochs"], seeds.derive(cfg["seed"], seeds.CELL, cell.id),
+                           on_epoch=drain,
+                           start=plan.start_iteration(cell, cfg, trainer.steps_per_epoch))
         timeline.add("cell", t, cell.id)
         if layout.is_leader:
             curves = np.concatenate([np.asarray(hist[k], np.float64) for k in results.CURVES])

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import models
+from . import models, seeds
 
 
 def make_optimizer(train_cfg: dict) -> keras.optimizers.Optimizer:
@@ -111,13 +111,15 @@ class Trainer:
         return tf.stack([correct, loss, tf.cast(tf.shape(y)[0], tf.float32)])
 
     # --- loops --------------------------------------------------------------------------
-    def train_epoch(self, epoch_seed: int, on_step=None, first_step: int = 0) -> float:
-        """One pass over this rank's shard in a fresh order; returns the mean train loss.
+    def train_epoch(self, epoch_seed: int, on_step=None, first_step: int = 0,
+                    steps: int | None = None) -> float:
+        """One pass over this rank's shard in a fresh order (or its first `steps` batches);
+        returns the mean train loss.
 
         Every rank runs the same number of steps (the collectives require it): the global
         batch is split over the group, and the last partial batch is dropped.
         """
-        n = self.steps_per_epoch
+        n = self.steps_per_epoch if steps is None else steps
         self.loss_sum.assign(0.0)
         for i, (x, y) in enumerate(self.data.train_batches(epoch_seed, n, self.local_batch)):
             self._train_step(tf.constant(x), tf.constant(y))
@@ -134,21 +136,27 @@ class Trainer:
         sums = np.asarray(self.total(sums))
         return float(sums[0] / sums[2]), float(sums[1] / sums[2])
 
-    def fit(self, epochs: int, seed: int, on_epoch=None, on_step=None) -> dict:
-        """Train for `epochs`, evaluating after each; returns the curves.
+    def fit(self, epochs: int, seed: int, on_epoch=None, on_step=None, start: int = 0) -> dict:
+        """Train from iteration `start` to the end of epoch `epochs`, evaluating at the end of
+        every epoch; returns the curves, counted from the start of training (a ticket rewound
+        to iteration k continues at k + 1; a start inside an epoch trains the rest of it).
+        Epoch e's data order comes from (seed, e) and this rank's shard: the same on any
+        layout (seeds.py).
 
         on_step(global_step) lets the dense phase snapshot rewind points in iterations;
         on_epoch(epoch) lets the writer rank drain finished results while it trains.
         """
         hist = {k: [] for k in ("epoch", "iteration", "train_loss", "test_loss",
                                 "test_accuracy", "epoch_seconds")}
-        for epoch in range(1, epochs + 1):
+        spe, it = self.steps_per_epoch, start
+        while it < epochs * spe:
             t0 = time.time()
-            train_loss = self.train_epoch(seed * 1000003 + epoch, on_step,
-                                          (epoch - 1) * self.steps_per_epoch)
+            epoch = it // spe + 1
+            steps = epoch * spe - it
+            train_loss = self.train_epoch(seeds.derive(seed, epoch), on_step, it, steps)
+            it += steps
             acc, loss = self.evaluate()
-            for k, v in zip(hist, (epoch, epoch * self.steps_per_epoch, train_loss, loss, acc,
-                                   time.time() - t0)):
+            for k, v in zip(hist, (epoch, it, train_loss, loss, acc, time.time() - t0)):
                 hist[k].append(v)
             if on_epoch is not None:
                 on_epoch(epoch)

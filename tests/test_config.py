@@ -38,6 +38,9 @@ def test_set_overrides_any_key():
     ("prune.scope", "neuron", "prune.scope"),
     ("rewind.points", "[0, 4]", "rewind.points: epoch 4 is beyond the 3 dense epochs"),
     ("rewind.points", "[-1]", "rewind.points: -1 is not a non-negative integer"),
+    ("rewind.points", "[0, 3]", "rewind.points: epoch 3 is the end of training, which leaves "
+                                "nothing to retrain under rewind.retrain: remaining"),
+    ("rewind.retrain", "more", "rewind.retrain: 'more' is not one of"),
     ("parallel.group_size", "3", "parallel.group_size: 3 does not divide the 4 ranks"),
     ("train.batch_size", "127", "train.batch_size: 127 is not divisible"),
     ("controls", "[shuffle]", "controls: unknown control 'shuffle'"),
@@ -47,6 +50,11 @@ def test_refused_with_key(key, value, message):
     with pytest.raises(config.ConfigError) as err:
         load(**{key: value})
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_rewind_to_the_end_is_fine_tuning_allowed_only_under_full():
+    assert load(**{"rewind.points": "[0, 3]", "rewind.retrain": "full"})["rewind"]["points"] == [0, 3]
+    assert load()["rewind"]["retrain"] == "remaining"
 
 
 def test_iteration_rewinds_may_exceed_epochs():

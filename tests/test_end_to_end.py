@@ -20,7 +20,9 @@ def check_complete(path, n_ranks, group_size):
     assert [c["name"] for c in cells] == [c.name for c in grid]      # every cell, once
     for c in cells:
         assert c["final_test_accuracy"] > 0.5, c                     # chance is 0.1
-        assert len(c["test_accuracy"]) == 2 and c["iteration"][-1] == 2 * (4000 // 100)
+        # rewind.retrain: remaining: rewound to epoch 1, a ticket trains epoch 2 only
+        epochs = [2] if c["rewind_point"] == 1 and c["control"] == "none" else [1, 2]
+        assert list(c["epoch"]) == epochs and c["iteration"][-1] == 2 * (4000 // 100), c
         assert abs(c["sparsity_realized"] - c["sparsity"]) < 1e-3
     with h5py.File(path, "r") as f:
         assert f.attrs["status"] == "complete" and f.attrs["world_size"] == n_ranks
@@ -125,16 +127,20 @@ def test_synthetic_run_at_one_rank_with_iteration_rewinds(tmp_path):
     proc = subprocess.run(
         launch(1, shutil.which("lth-mpi"), "run", CONFIG,
          "--output", out, "--set", "parallel.group_size=1", "--set", "dataset.name=synthetic",
-         "--set", "rewind.unit=iteration", "--set", "rewind.points=[0, 7, 40]",
+         "--set", "rewind.unit=iteration", "--set", "rewind.points=[0, 7, 30]",
          "--set", "dataset.train_examples=1000", "--set", "dataset.test_examples=200",
          "--set", "train.batch_size=50", "--set", "controls=[]"),
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     cells = results.read_cells(out)
-    assert len(cells) == 6 and {c["rewind_point"] for c in cells} == {0, 7, 40}
+    assert len(cells) == 6 and {c["rewind_point"] for c in cells} == {0, 7, 30}
+    by_point = {c["rewind_point"]: c for c in cells if c["mask"] == 0}
+    # 20 steps per epoch, 40 in all: rewound to k, a ticket trains iterations k+1..40, a
+    # start inside an epoch training the rest of it
+    assert list(by_point[7]["iteration"]) == [20, 40] and list(by_point[30]["iteration"]) == [40]
     assert min(c["final_test_accuracy"] for c in cells) > 0.5
     with h5py.File(out, "r") as f:
-        assert list(f["checkpoints"].attrs["points"]) == [0, 7, 40]
+        assert list(f["checkpoints"].attrs["points"]) == [0, 7, 30]
         # iteration 0 is the initialization: rewinding to it differs from iteration 7
         assert not np.array_equal(f["checkpoints"][0], f["checkpoints"][1])
 
@@ -187,3 +193,24 @@ def test_data_parallel_dense_phase(tmp_path):
         assert json.loads(f.attrs["ranks"])[1]["threads"] == 1   # 2 ranks share 2 cores
     dense = results.PHASES.index("dense")
     assert sorted(t[t[:, 1] == dense, 0].astype(int)) == [0, 1]
+
+
+def test_a_cell_does_not_depend_on_who_trains_it(tmp_path):
+    """Groups of one rank, one thread each: at -n 1 every cell runs on rank 0, at -n 2 half of
+    them on rank 1; the curves are bit-identical, since every random stream is keyed by the
+    cell (and the group rank), never by the world rank."""
+    small = ["--set", "parallel.group_size=1", "--set", "parallel.threads=1",
+             "--set", "parallel.assign=cells", "--set", "dataset.name=synthetic",
+             "--set", "dataset.train_examples=600", "--set", "dataset.test_examples=200",
+             "--set", "train.batch_size=50", "--set", "train.epochs=2"]
+    runs = {}
+    for n in (1, 2):
+        out = str(tmp_path / f"r{n}.h5")
+        proc = lth(n, CONFIG, "--output", out, *small, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        runs[n] = {c["name"]: c for c in results.read_cells(out)}
+    assert runs[1].keys() == runs[2].keys() and len(runs[1]) == 6
+    assert {c["group"] for c in runs[2].values()} == {0, 1}        # both ranks trained cells
+    for name, cell in runs[1].items():
+        for curve in ("train_loss", "test_loss", "test_accuracy"):
+            assert np.array_equal(cell[curve], runs[2][name][curve]), (name, curve)

@@ -27,12 +27,24 @@ def test_names_unique_and_readable():
 
 
 def test_describe_counts_trainings():
-    cfg = {"prune": {"sparsities": [0.5, 0.8, 0.9]}, "rewind": {"points": [0, 1], "unit": "epoch"},
+    cfg = {"prune": {"sparsities": [0.5, 0.8, 0.9]},
+           "rewind": {"points": [0, 1], "unit": "epoch", "retrain": "remaining"},
            "controls": [], "parallel": {"group_size": 2, "assign": "masks", "dense": "rank0"},
            "train": {"epochs": 2}}
     text = plan.describe(cfg, 4, done={"m00_r0_none"})
     assert "= 6 cells" in text
+    assert "m00_r1_none: sparsity 0.5, rewind epoch 1, trains epochs 2-2" in text
     assert "group 0 (ranks 0-1): 3 trainings (1 already done)" in text
     assert "group 1 (ranks 2-3): 2 trainings" in text and "dense phase on rank 0" in text
     cfg["parallel"]["dense"] = "data_parallel"
     assert "dense phase data-parallel on all 4 ranks" in plan.describe(cfg, 4)
+
+
+def test_a_ticket_rewound_to_k_trains_the_remaining_iterations():
+    cfg = {"rewind": {"points": [0, 3, 7], "unit": "iteration", "retrain": "remaining"}}
+    grid = plan.cells(1, 3, ["random_reinit"])
+    assert [plan.start_iteration(c, cfg, 10) for c in grid] == [0, 3, 7, 0]   # control: all
+    cfg["rewind"]["unit"] = "epoch"
+    assert [plan.start_iteration(c, cfg, 10) for c in grid] == [0, 30, 70, 0]
+    cfg["rewind"]["retrain"] = "full"
+    assert [plan.start_iteration(c, cfg, 10) for c in grid] == [0, 0, 0, 0]
