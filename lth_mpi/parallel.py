@@ -251,7 +251,8 @@ def provenance(layout: Layout) -> dict:
                          "mpi4py": mpi4py.__version__, "h5py": h5py.__version__,
                          "hdf5": h5py.version.hdf5_version, "numpy": np.__version__},
             "horovod_built": hvd_built,
-            "mpi_library": MPI.Get_library_version().strip(),
+            # Open MPI pads the string with NULs, which HDF5 string attributes cannot hold
+            "mpi_library": MPI.Get_library_version().replace("\0", "").strip(),
             "mpi_standard": "%d.%d" % MPI.Get_version(),
             "world_size": layout.size, "group_size": layout.group_size,
             "n_groups": layout.n_groups,

@@ -21,10 +21,11 @@ SBATCH = {"job-name": r"[\w.-]+", "nodes": POSITIVE, "ntasks": POSITIVE,
           "time": r"([0-9]+-)?[0-9]{1,2}:[0-9]{2}:[0-9]{2}", "output": r"\S*%j\S*",
           "error": r"\S*%j\S*", "partition": r"\S+", "account": r"\S+", "mem": r"[0-9]+[KMGT]?",
           "signal": r"(B:)?[A-Z0-9]+(@[0-9]+)?", "requeue": r""}
-# the small grid the real runs use: synthetic data, one epoch
+# the small grid the real runs use: synthetic data, one epoch of 8 steps, 2 masks x 2 rewinds
 SMALL = ["--set", "dataset.name=synthetic", "--set", "dataset.train_examples=400",
          "--set", "dataset.test_examples=100", "--set", "train.epochs=1",
-         "--set", "train.batch_size=50", "--set", "controls=[]"]
+         "--set", "train.batch_size=50", "--set", "controls=[]",
+         "--set", "rewind.unit=iteration", "--set", "rewind.points=[0, 4]"]
 CONFIG = "tests/configs/tiny_fashion.yaml"
 
 
