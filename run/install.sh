@@ -92,8 +92,11 @@ if [ -n "$LTH_VENV" ]; then   # small scripts, not links: Hydra finds its proxy 
         t=${mpi_tools[$i]} p=${mpi_paths[$i]}
         [ -n "$p" ] && [ "$p" != "$LTH_VENV/bin/$t" ] || continue
         real=$(readlink -f "$p")        # Open MPI's compiler wrapper reads its name from argv[0]
+        argv0=$(dirname "$real")/$t     # MPICH's Hydra finds its proxy beside an absolute argv[0];
+        # Open MPI takes an absolute argv[0] as --prefix and puts /usr/bin first on the ranks' PATH
+        [[ $t == mpi[er]* ]] && "$real" --version 2>&1 | grep -qiE 'open ?mpi|openrte' && argv0=$t
         printf '#!/bin/bash\n# %s pinned by run/install.sh\nexec -a %q %q "$@"\n' \
-            "$t" "$(dirname "$real")/$t" "$real" > "$LTH_VENV/bin/$t.new"
+            "$t" "$argv0" "$real" > "$LTH_VENV/bin/$t.new"
         chmod +x "$LTH_VENV/bin/$t.new"; mv -f "$LTH_VENV/bin/$t.new" "$LTH_VENV/bin/$t"
     done
     hash -r
