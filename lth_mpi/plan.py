@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from . import config
+
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
@@ -43,7 +45,7 @@ def start_iteration(cell: Cell, cfg: dict, steps_per_epoch: int) -> int:
     """Where a cell's training starts. Under rewind.retrain: remaining, a ticket rewound to k
     trains the remaining T - k (iterations k+1..T, as open_lth does); under full, and for
     controls (which start from a fresh init), all T."""
-    if cell.rewind < 0 or cfg["rewind"]["retrain"] != "remaining":
+    if cell.rewind < 0 or not config.remaining(cfg):
         return 0
     point = cfg["rewind"]["points"][cell.rewind]
     return point * steps_per_epoch if cfg["rewind"]["unit"] == "epoch" else point
@@ -63,7 +65,7 @@ def describe(cfg: dict, world_size: int, done: set[str] = frozenset()) -> str:
                 else f"data-parallel on all {world_size} ranks")
              + f", {cfg['train']['epochs']} epochs; "
              + ("a ticket rewound to k retrains the remaining epochs or iterations, controls all"
-                if cfg["rewind"]["retrain"] == "remaining"
+                if config.remaining(cfg)
                 else f"every cell retrains {cfg['train']['epochs']} epochs")]
     for i, mine in enumerate(groups):
         todo = [c for c in mine if c.name not in done]
@@ -71,7 +73,7 @@ def describe(cfg: dict, world_size: int, done: set[str] = frozenset()) -> str:
                      + (f" ({len(mine) - len(todo)} already done)" if len(todo) < len(mine) else ""))
         for c in mine:
             r = f"rewind {unit} {pts[c.rewind]}" if c.rewind >= 0 else "fresh init"
-            if unit == "epoch":
+            if unit == "epoch":   # counted in epochs: one step per epoch
                 first = start_iteration(c, cfg, 1) + 1
                 r += f", trains epochs {first}-{cfg['train']['epochs']}"
             mark = " [done]" if c.name in done else ""

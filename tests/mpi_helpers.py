@@ -20,9 +20,8 @@ def launch(n: int, *command: str) -> list[str]:
 
 def mpiexec(n: int, args: list[str], timeout: float = 600, cwd: str = ROOT):
     """Run `mpiexec -n n python -m mpi4py ARGS`; returns the CompletedProcess (text)."""
-    env = ENV
     cmd = launch(n, sys.executable, "-m", "mpi4py", *args)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=ENV)
     proc.stderr = "\n".join(l for l in proc.stderr.splitlines() if not any(s in l for s in NOISE))
     return proc
 

@@ -155,9 +155,8 @@ def test_killed_run_keeps_finished_cells_and_resumes(tmp_path):
     out = str(tmp_path / "r.h5")
     cmd = launch(2, sys.executable, "-m", "mpi4py", "-m", "lth_mpi",
                  "run", CONFIG, "--output", out, "--set", "train.epochs=2")
-    env = ENV
     job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                           cwd=ROOT, env=env)
+                           cwd=ROOT, env=ENV)
     try:
         for line in job.stdout:
             if line.startswith("[   2/6]"):   # cell 2 is written and flushed
