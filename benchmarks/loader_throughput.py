@@ -64,12 +64,12 @@ def imagenet_file(n: int, classes: int = 1000, shard: int = 5000) -> str:
     return IMAGENET_H5
 
 
-def loader_rate(dataset_cfg, group, local_batch) -> tuple[float, str]:
+def loader_rate(dataset_cfg, group, batch) -> tuple[float, str]:
     cfg = dict(dataset_cfg, prefetch=0)
     d = data.load(cfg, (0, group))
-    steps = d.train_count // local_batch
+    steps = d.train_total // batch
     t = time.perf_counter()
-    n = sum(len(y) for _, y in d.train_batches(1, steps, local_batch))
+    n = sum(len(y) for _, y in d.train_batches(1, steps, batch))
     return n / (time.perf_counter() - t), type(d).__name__
 
 
@@ -82,19 +82,19 @@ def step_rate(model_cfg, dataset_cfg, group, batch, steps) -> tuple[float, float
                            "parallel": {"group_size": group}})
     d = data.load(cfg["dataset"], (0, group))
     model, idx_ = training.build_for(cfg, d, seed=0)
-    trainer = training.Trainer(model, d, cfg["train"], idx_, group_size=group)
+    trainer = training.Trainer(model, d, cfg["train"], idx_)   # one rank's share of the work
     trainer.train_epoch(1)                                   # tracing and compilation
     d.stats.wait_seconds, d.stats.batches = 0.0, 0
     t = time.perf_counter()
     trainer.train_epoch(2)
     elapsed = time.perf_counter() - t
     busy = elapsed - d.stats.wait_seconds
-    return d.stats.batches * trainer.local_batch / busy, d.stats.wait_seconds / elapsed
+    return d.stats.batches * (batch // group) / busy, d.stats.wait_seconds / elapsed
 
 
 def report(name, dataset_cfg, models, group, batch, steps):
     local = batch // group
-    rate, kind = loader_rate(dataset_cfg, group, local)
+    rate, kind = loader_rate(dataset_cfg, group, batch)
     print(f"{name}: loader alone ({kind}, augment, local batch {local}): {rate:10.0f} images/s")
     for model_cfg in models:
         consume, waited = step_rate(model_cfg, dataset_cfg, group, batch, steps)

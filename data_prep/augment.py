@@ -16,19 +16,25 @@ def default_pad(height: int) -> int:
 
 
 def random_crop_flip(x: np.ndarray, rng: np.random.Generator, pad: int,
-                     flip: bool = True) -> np.ndarray:
-    """A new batch: each image shifted by up to `pad` pixels (zeros fill), maybe mirrored."""
+                     flip: bool = True, part: tuple[int, int] = (0, 1)) -> np.ndarray:
+    """A new batch: each image shifted by up to `pad` pixels (zeros fill), maybe mirrored.
+
+    part=(index, count): x is the index-th of count equal slices of a larger batch; the draws
+    are made for the whole batch and this slice's are used, so a group of ranks augments
+    the examples of a global batch exactly as one rank would."""
     n, h, w, c = x.shape
+    index, count = part
+    total, mine = n * count, slice(index * n, (index + 1) * n)
     if pad > 0:
         padded = np.zeros((n, h + 2 * pad, w + 2 * pad, c), np.uint8)
         padded[:, pad:pad + h, pad:pad + w] = x
         windows = sliding_window_view(padded, (h, w, c), axis=(1, 2, 3))
-        dy = rng.integers(0, 2 * pad + 1, n)
-        dx = rng.integers(0, 2 * pad + 1, n)
+        dy = rng.integers(0, 2 * pad + 1, total)[mine]
+        dx = rng.integers(0, 2 * pad + 1, total)[mine]
         out = windows[np.arange(n), dy, dx, 0]
     else:
         out = x.copy()
     if flip:
-        mirror = rng.random(n) < 0.5
+        mirror = rng.random(total)[mine] < 0.5
         out[mirror] = out[mirror, :, ::-1]
     return out

@@ -1,21 +1,23 @@
-"""Reading a dataset for training: each rank its own shard, a fresh order every epoch,
-augmentation on the fly, batches prefetched. The trainer sees only Dataset's interface.
+"""Reading a dataset for training: each rank its part of every batch, a fresh order every
+epoch, augmentation on the fly, batches prefetched. The trainer sees only Dataset's interface.
 
-How a converted file is shared by the G ranks of a group (`shard=(index, G)`):
-  * the training rows are cut into pieces of `read_rows` consecutive rows; a fixed seeded
-    permutation lays the pieces out in a row, and that row is cut into G parts whose sizes
-    differ by at most one example. A rank owns one part: the shards are disjoint, cover the
-    set, and each is a mix of the whole file, however the file is ordered.
-  * every epoch a rank shuffles the order of its pieces, reads them a window (about
-    `shuffle_buffer` examples) at a time in contiguous reads, and shuffles each window;
-    leftovers carry over to the next window. Only this rank's rows are ever read.
-  * the test rows are cut into G contiguous blocks, read in order.
-A shard that fits (in_memory) is read once; its batches are then the same as when streamed
-with a window larger than the shard, so the two modes train alike.
-
-Ownership stays fixed while the order changes every epoch: the trainer's seeds differ from
-rank to rank, so no per-epoch re-deal could be agreed without communication, and a fixed
-shard lets each node's page cache hold its ranks' parts of the file.
+`train_batches(seed, steps, batch)` takes the group's global batch and a seed that is the same
+on every rank of the group (lth_mpi.seeds keys it by cell and epoch, never by rank). How the
+G ranks of a group (`shard=(index, G)`) share the training split depends on where it lives:
+  * in memory (IDX files, small converted files): every rank holds the whole split and draws
+    the same permutation from the seed; global batch i is cut into G equal slices and rank
+    `index` takes slice `index`, augmented with the draws of the whole batch. A group of G
+    therefore trains on exactly the batches one rank would, which is what makes a cell's
+    numbers independent of the group size (up to float summation order; docs/design.md).
+  * streamed from a converted file too large for memory: the training rows are cut into
+    pieces of `read_rows` consecutive rows; a fixed seeded permutation lays the pieces out in
+    a row, and that row is cut into G parts whose sizes differ by at most one example. A rank
+    owns one part (disjoint, covering the set, each a mix of the whole file) and every epoch
+    shuffles the order of its pieces, reads them a window (about `shuffle_buffer` examples) at
+    a time in contiguous reads, and shuffles each window; leftovers carry over. Only this
+    rank's rows are ever read, and a node's page cache holds its ranks' parts; the batches
+    then depend on G (the shard index is mixed into the seed).
+  * the test rows are cut into G contiguous blocks, read in order, in both modes.
 """
 from __future__ import annotations
 
@@ -101,10 +103,12 @@ class Dataset(abc.ABC):
 
     # --- the trainer's interface ---------------------------------------------------------
     def train_batches(self, seed: int, steps: int, batch: int):
-        """Exactly `steps` batches of `batch` examples of this shard, each example at most
-        once, in an order (and augmentation) fresh for every seed."""
-        if steps * batch > self.train_count:
-            raise ValueError(f"dataset: {steps} steps of {batch} need {steps * batch} examples, "
+        """This rank's part of exactly `steps` global batches of `batch` examples (batch / G
+        each), each example at most once per call, in an order (and augmentation) fresh for
+        every seed. `seed` must be the same on every rank of the group."""
+        local = batch // self.shard[1]
+        if steps * local > self.train_count:
+            raise ValueError(f"dataset: {steps} steps of {local} need {steps * local} examples, "
                              f"this shard has {self.train_count}")
         return self._maybe_prefetch(self._train_stream(seed, steps, batch))
 
@@ -132,6 +136,7 @@ class Dataset(abc.ABC):
             yield sorted(window)
 
     def _train_stream(self, seed, steps, batch):
+        batch //= self.shard[1]                # streamed: batches of this rank's own rows
         order_rng, mix_rng, aug_rng = _seeds(seed, self.shard[0])
         carry = None
         emitted = 0
@@ -160,7 +165,8 @@ class Dataset(abc.ABC):
 
 
 class InMemory(Dataset):
-    """A shard held in memory as uint8 NHWC arrays (x_train, y_train, x_test, y_test)."""
+    """Whole splits held in memory as uint8 NHWC arrays (x_train, y_train, x_test, y_test);
+    each global batch is dealt over the group (module doc)."""
 
     def __init__(self, x_train, y_train, x_test, y_test, **kw):
         kw.setdefault("input_shape", x_train.shape[1:])
@@ -172,11 +178,27 @@ class InMemory(Dataset):
         return [(0, len(self.x_train))]
 
     def read_train(self, pieces):
-        (a, b), = pieces            # one piece, one window: the whole shard, no copy
+        (a, b), = pieces            # one piece, one window: the whole split, no copy
         return self.x_train[a:b], self.y_train[a:b]
 
     def test_pieces(self):
-        return [(0, len(self.x_test))]
+        index, count = self.shard
+        n = len(self.x_test)
+        return [(index * n // count, (index + 1) * n // count)]
+
+    def _train_stream(self, seed, steps, batch):
+        """One permutation for the whole group (the shard index is not mixed into the seed);
+        at G = 1 these are exactly the batches of the streamed mode with one window."""
+        index, count = self.shard
+        local = batch // count
+        _, mix_rng, aug_rng = _seeds(seed, 0)
+        perm = mix_rng.permutation(len(self.x_train))
+        for i in range(steps):
+            idx = np.sort(perm[i * batch:(i + 1) * batch])[index * local:(index + 1) * local]
+            xb = self.x_train[idx]
+            if self.augment:
+                xb = augment_mod.random_crop_flip(xb, aug_rng, self.pad, self.flip, self.shard)
+            yield xb, self.y_train[idx]
 
     def read_test(self, start, stop):
         return self.x_test[start:stop], self.y_test[start:stop]
@@ -267,17 +289,16 @@ def open_h5(path: str, shard=(0, 1), train_examples=None, test_examples=None, *,
     index, count = shard
     pieces = owned_pieces(n_train, read_rows, shard)
     test_range = (index * n_test // count, (index + 1) * n_test // count)
+    if in_memory == "auto":   # in memory, a rank holds both whole splits
+        in_memory = (n_train + n_test) * int(np.prod(info["input_shape"])) <= IN_MEMORY_AUTO_BYTES
     common = dict(num_classes=info["num_classes"], mean=info["mean"], std=info["std"],
                   input_shape=info["input_shape"], train_total=n_train, test_total=n_test,
                   shard=shard, augment=augment, pad=pad, flip=flip, prefetch=prefetch,
                   class_names=info["class_names"])
-    rows = sum(b - a for a, b in pieces) + test_range[1] - test_range[0]
-    if in_memory == "auto":
-        in_memory = rows * int(np.prod(info["input_shape"])) <= IN_MEMORY_AUTO_BYTES
     stream = Streaming(path, pieces, test_range, shuffle_buffer=shuffle_buffer, **common)
     if not in_memory:
         return stream
-    x_train, y_train = stream.read_train(pieces)
-    x_test, y_test = stream.read_test(*test_range)
+    x_train, y_train = stream.read_train([(0, n_train)])
+    x_test, y_test = stream.read_test(0, n_test)
     stream.file.close()
     return InMemory(x_train, y_train, x_test, y_test, **common)

@@ -2,10 +2,10 @@
 
 `dataset: {name, path, train_examples, test_examples, ...}`: extra keys are keyword options of
 the reader named, checked against its signature. Readers:
-  * fashion_mnist, mnist: IDX files, held in memory; a shard (index, count) keeps examples
-    index, index+count, ... (disjoint, covering the set, sizes within one).
+  * fashion_mnist, mnist: IDX files, held in memory whole; each global batch is dealt over
+    the group (data_prep.reader).
   * cifar10, cifar100, imagenet64, h5: a file converted by `python -m data_prep` (docs/data.md),
-    held in memory when small, otherwise streamed: see data_prep.reader for the sharding.
+    held in memory when small, otherwise streamed from per-rank shards: see data_prep.reader.
   * synthetic: learnable random data for tests.
 Images stay uint8 NHWC (4x smaller than float); the training step normalizes them with the
 dataset's per-channel mean and std. Every reader returns a data_prep.reader.Dataset.
@@ -31,17 +31,16 @@ def _idx_dataset(name, directory, shard, train_examples, test_examples, mean, st
     try:
         for part, (images, labels) in IDX_FILES.items():
             limit = train_examples if part == "train" else test_examples
-            x = read_idx(idx_path(directory, images), shard, limit)[..., None]
-            y = read_idx(idx_path(directory, labels), shard, limit).astype(np.int32)
+            x = read_idx(idx_path(directory, images), (0, 1), limit)[..., None]
+            y = read_idx(idx_path(directory, labels), (0, 1), limit).astype(np.int32)
             if len(x) != len(y):
                 raise ValueError(f"{directory}: {part} images and labels differ in count")
             split[part] = (x, y)
-        totals = [len(read_idx(idx_path(directory, IDX_FILES[p][1]), (0, 1), limit))
-                  for p, limit in (("train", train_examples), ("test", test_examples))]
     except ValueError as exc:
         raise ValueError(f"dataset.path: {exc}") from None
     return reader.InMemory(*split["train"], *split["test"], num_classes=10, mean=mean, std=std,
-                           train_total=totals[0], test_total=totals[1], shard=shard,
+                           train_total=len(split["train"][1]), test_total=len(split["test"][1]),
+                           shard=shard,
                            class_names=CLASS_NAMES[name], **options)
 
 
@@ -102,7 +101,7 @@ def synthetic(path, shard, train_examples, test_examples, num_classes=10,
         y = r.integers(0, num_classes, n).astype(np.int32)
         x = np.clip(protos[y] + noise * r.standard_normal((n,) + shape), 0, 1)
         x = (x * 255).astype(np.uint8)
-        out += [x[shard[0]::shard[1]], y[shard[0]::shard[1]]]
+        out += [x, y]
     c = shape[-1]
     return reader.InMemory(*out, num_classes=num_classes, mean=(0.5,) * c, std=(0.3,) * c,
                            train_total=train_examples or 2048, test_total=test_examples or 512,

@@ -106,11 +106,11 @@ def wait_quietly(comm=None, poll: float = 0.02) -> None:
         time.sleep(poll)
 
 
-def bcast_array(array: np.ndarray | None, shape, dtype, root=0) -> np.ndarray:
+def bcast_array(array: np.ndarray | None, shape, dtype, root=0, comm=None) -> np.ndarray:
     """Bit-exact broadcast of a numpy buffer; non-root ranks pass None and get a new array."""
-    world = MPI.COMM_WORLD
-    buf = np.ascontiguousarray(array) if world.Get_rank() == root else np.empty(shape, dtype)
-    world.Bcast(buf, root=root)
+    comm = comm or MPI.COMM_WORLD
+    buf = np.ascontiguousarray(array) if comm.Get_rank() == root else np.empty(shape, dtype)
+    comm.Bcast(buf, root=root)
     return buf
 
 
@@ -127,20 +127,46 @@ def gather_rows(rows: np.ndarray, root=0) -> np.ndarray | None:
     return out.reshape(-1, rows.shape[1])
 
 
-# --- Horovod, one independent job per group ---------------------------------------------------
+# --- the collectives a trainer needs, for one group or for the world -------------------------
+
+def batch_sum_factory(comm: MPI.Comm):
+    """() -> a differentiable TF sum of a small float32 tensor over `comm`, for synchronized
+    BatchNorm. Each call site gets its own duplicate of the communicator: TensorFlow may run
+    two BatchNorm layers' reductions (a residual block's two branches) at once in different
+    threads, and collectives on one communicator must come in the same order on every rank;
+    on its own communicator a layer's forward and backward sums are ordered by the graph."""
+    import tensorflow as tf
+
+    def make():
+        own = comm.Dup()
+
+        def allreduce(x):
+            buf = np.array(x, np.float32)
+            own.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+            return buf
+
+        def reduce(x):
+            out = tf.numpy_function(allreduce, [x], tf.float32, stateful=True)
+            out.set_shape(x.shape)
+            return out
+
+        @tf.custom_gradient
+        def summed(x):
+            return reduce(x), reduce     # d(sum over ranks)/dx: the sum of upstream gradients
+        return summed
+    return make
+
 
 def init_horovod(layout: Layout):
-    """hvd.init on the group's communicator; returns (average, total, broadcast) functions.
-
-    average: list of gradient tensors -> averaged over the group (one grouped allreduce);
-    total: numpy array -> summed over the group; broadcast: numpy array from group rank 0.
-    """
+    """hvd.init on the group's communicator; returns the trainer's training.Group, or None for
+    a group of one (nothing to average: the trainer compiles a one-rank step)."""
     import horovod.tensorflow as hvd
     import tensorflow as tf
+    from . import training
     hvd.init(comm=layout.group_comm)
     assert hvd.size() == layout.group_size, (hvd.size(), layout.group_size)
-    if layout.group_size == 1:   # nothing to average: the trainer compiles a one-rank step
-        return None, None, (lambda x: np.asarray(x))
+    if layout.group_size == 1:
+        return None
 
     def average(grads):
         return hvd.grouped_allreduce(grads, op=hvd.Average)
@@ -151,16 +177,22 @@ def init_horovod(layout: Layout):
     def broadcast(x):
         return hvd.broadcast(tf.constant(x), root_rank=0).numpy()
 
-    return average, total, broadcast
+    return training.Group(layout.group_size, average, total, broadcast,
+                          batch_sum_factory(layout.group_comm))
+
+
+def leader_copy(flat: np.ndarray, comm: MPI.Comm | None = None) -> np.ndarray:
+    """The leader's (rank 0 of comm) copy of a numpy buffer, on every rank."""
+    return bcast_array(flat, flat.shape, flat.dtype, comm=comm)
 
 
 def world_reducers(layout: Layout):
-    """(average, total) over COMM_WORLD with mpi4py, for the data-parallel dense phase.
-
-    Horovod is initialized later, once per group, so the dense phase averages gradients
+    """The trainer's training.Group over COMM_WORLD with mpi4py, for the data-parallel dense
+    phase. Horovod is initialized later, once per group, so the dense phase averages gradients
     with one MPI Allreduce per step on a flat buffer, called from inside the TF graph.
     """
     import tensorflow as tf
+    from . import training
     world, size = layout.world, layout.size
 
     def allreduce_mean(*arrays):
@@ -184,7 +216,8 @@ def world_reducers(layout: Layout):
         world.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
         return buf
 
-    return average, total
+    return training.Group(size, average, total, lambda flat: leader_copy(flat, world),
+                          batch_sum_factory(world))
 
 
 # --- cell results: group leaders -> writer rank ---------------------------------------------

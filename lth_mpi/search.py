@@ -64,19 +64,18 @@ def check_model(cfg: dict, model, prunable_idx, steps_per_epoch: int) -> None:
                                  "leaves nothing to retrain under rewind.retrain: remaining")
 
 
-def dense_phase(cfg, dense_data, group_size=1, average=None, total=None, share=None):
+def dense_phase(cfg, dense_data, group=None):
     """Train the dense net, snapshotting weights at every rewind point; returns (history,
     checkpoints as (N, n_weights) float32, packed masks, realized sparsities).
 
-    On rank 0 alone by default; with parallel.dense=data_parallel every rank runs this on
-    its shard, `share` giving all ranks rank 0's initial weights.
+    On rank 0 alone by default; with parallel.dense=data_parallel every rank runs this with
+    the world as its group, starting from rank 0's initial weights.
     """
     model, prunable_idx = training.build_for(cfg, dense_data, cfg["seed"])
-    trainer = training.Trainer(model, dense_data, cfg["train"], [], group_size,   # no mask ops
-                               average, total)
-    if share is not None:
+    trainer = training.Trainer(model, dense_data, cfg["train"], [], group)   # no mask ops
+    if group is not None:
         shapes = [w.shape for w in trainer.weights()]
-        trainer.load(unflatten(share(flatten(trainer.weights())), shapes))
+        trainer.load(unflatten(group.broadcast(flatten(trainer.weights())), shapes))
     points, unit = cfg["rewind"]["points"], cfg["rewind"]["unit"]
     snaps = {}
 
@@ -189,11 +188,9 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
               f"{len(grid)} cells already done", flush=True)
     elif layout.is_writer or data_parallel:
         if data_parallel:   # every rank trains on its shard of the whole training set
-            average, total = parallel.world_reducers(layout)
-            share = lambda flat: parallel.bcast_array(flat, flat.shape, flat.dtype)  # noqa: E731
             history, ckpts, packed, realized = dense_phase(
-                cfg, data.load(cfg["dataset"], (layout.rank, layout.size)), layout.size,
-                average, total, share)
+                cfg, data.load(cfg["dataset"], (layout.rank, layout.size)),
+                parallel.world_reducers(layout))
         else:
             history, ckpts, packed, realized = dense_phase(cfg, data.load(cfg["dataset"]))
         if layout.is_writer:
@@ -216,9 +213,8 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
     timeline.add("broadcast", t)
 
     # --- 5. groups retrain their cells, data-parallel through Horovod ----------------------
-    average, total, broadcast = parallel.init_horovod(layout)
-    trainer = training.Trainer(model, group_data, cfg["train"], prunable_idx,
-                               layout.group_size, average, total)
+    group = parallel.init_horovod(layout)
+    trainer = training.Trainer(model, group_data, cfg["train"], prunable_idx, group)
     mine = plan.assign(grid, layout.n_groups, cfg["parallel"]["assign"])[layout.group]
     todo = [c for c in mine if c.name not in done]
     remote = sum(len([c for c in g if c.name not in done])
@@ -258,7 +254,8 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
         else:
             start = unflatten(ckpts[cell.rewind], shapes)
         # the group starts from the leader's exact bits, as Horovod's examples do
-        start = unflatten(broadcast(flatten(start)), shapes)
+        if group is not None:
+            start = unflatten(group.broadcast(flatten(start)), shapes)
         masks = pruning.unpack_masks(packed[cell.mask], [shapes[i] for i in prunable_idx])
         trainer.load(start, masks)
         # keyed by the cell, not by the rank: the same numbers whoever trains it

@@ -1,12 +1,22 @@
 """Masked training and evaluation in TensorFlow, with no MPI or Horovod in sight.
 
-Data-parallel groups plug in through two functions: `average` (gradients, averaged over the
-group) and `total` (metric sums, summed over the group). A single rank passes None for both. One Trainer serves every cell of a rank: its compiled step is traced once, and a
-cell only loads new weights and a new mask into existing variables.
+A data-parallel group plugs in through a `Group` of collective functions that the parallel
+layer builds; a single rank passes none. One Trainer serves every cell of a rank: its
+compiled step is traced once, and a cell only loads new weights and a new mask into existing
+variables.
+
+One model per cell, whatever the group size (docs/design.md): every rank of a group takes
+its slice of the same global batch, gradients are averaged, BatchNorm moving statistics are
+averaged over the group at the end of every epoch and the leader's weights then broadcast,
+so all ranks hold bit-identical weights whenever they evaluate. With sync_batchnorm the batch
+statistics themselves are summed over the group every step, so a group of G trains the
+network one rank trains on the global batch.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
+from typing import Callable
 
 import keras
 import numpy as np
@@ -27,14 +37,67 @@ def make_optimizer(train_cfg: dict) -> keras.optimizers.Optimizer:
     return keras.optimizers.LossScaleOptimizer(opt) if train_cfg["mixed_precision"] else opt
 
 
-class Trainer:
-    """Trains `model` on this rank's shard; prunable kernels are masked on every step."""
+@dataclasses.dataclass
+class Group:
+    """The collectives a data-parallel group gives the trainer (built by lth_mpi.parallel).
 
-    def __init__(self, model, data, train_cfg, prunable_idx, group_size=1,
-                 average=None, total=None):
-        self.model, self.data, self.cfg = model, data, train_cfg
-        self.total = total or (lambda x: x)
-        self.local_batch = train_cfg["batch_size"] // group_size
+    average: gradient tensors -> their group average, inside the step;
+    total: numpy array -> summed over the group; broadcast: numpy array -> the leader's;
+    batch_sum: () -> a new differentiable TF function summing a small tensor over the group,
+    one per call site (synchronized BatchNorm).
+    """
+    size: int
+    average: Callable
+    total: Callable
+    broadcast: Callable
+    batch_sum: Callable
+
+
+def synchronize_batchnorm(model, batch_sum) -> int:
+    """Make every BatchNormalization layer take its batch mean and variance over the group's
+    global batch; returns how many layers were changed.
+
+    One reduction per layer and step: the sums of (x - shift) and (x - shift)^2 and the count,
+    with the moving mean (identical on every rank) as the shift, which keeps the one-pass
+    variance from cancelling. The same formula runs at G = 1 (batch_sum = identity), so a group
+    and one rank differ only in the order of float summation. The gradient flows through the
+    reduction (its gradient is the same sum of the upstream gradients).
+    """
+    layers = [la for la in model._flatten_layers() if isinstance(la, keras.layers.BatchNormalization)]
+    for layer in layers:
+        summed = batch_sum()
+
+        def moments(inputs, mask, layer=layer, summed=summed):
+            axes = layer._reduction_axes
+            shift = tf.stop_gradient(tf.cast(layer.moving_mean, inputs.dtype))
+            d = inputs - shift
+            count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(inputs), axes)), inputs.dtype)
+            c = shift.shape[0]
+            sums = summed(tf.concat([tf.reduce_sum(d, axes), tf.reduce_sum(tf.square(d), axes),
+                                     tf.reshape(count, [1])], 0))
+            n = tf.stop_gradient(sums[2 * c])
+            offset = sums[:c] / n
+            variance = tf.maximum(sums[c:2 * c] / n - tf.square(offset), 0.0)
+            return shift + offset, variance
+        layer._moments = moments
+    return len(layers)
+
+
+def batchnorm_statistics(model) -> list:
+    """The moving mean and variance variables of every BatchNormalization layer."""
+    return [v for la in model._flatten_layers() if isinstance(la, keras.layers.BatchNormalization)
+            for v in (la.moving_mean, la.moving_variance)]
+
+
+class Trainer:
+    """Trains `model` on this rank's part of each batch; prunable kernels are masked on every
+    step."""
+
+    def __init__(self, model, data, train_cfg, prunable_idx, group: Group | None = None):
+        self.model, self.data, self.cfg, self.group = model, data, train_cfg, group
+        size = group.size if group else 1
+        self.total = group.total if group else (lambda x: x)
+        self.local_batch = train_cfg["batch_size"] // size
         self.steps_per_epoch = data.train_total // train_cfg["batch_size"]
         if self.steps_per_epoch < 1:
             raise ValueError(f"train.batch_size: {train_cfg['batch_size']} is larger than the "
@@ -48,17 +111,22 @@ class Trainer:
         self.std = tf.constant(data.std, tf.float32)
         self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self.loss_sum = tf.Variable(0.0, trainable=False)
+        self.statistics = batchnorm_statistics(model)
+        self.sync_bn = bool(train_cfg["sync_batchnorm"]) and bool(self.statistics)
+        if self.sync_bn:
+            synchronize_batchnorm(model, group.batch_sum if group else (lambda: tf.identity))
         xla = train_cfg["xla"]
-        if average is None:   # one rank: the whole step is one XLA program
+        if group is None:     # one rank: the whole step is one XLA program
             self._train_step = tf.function(lambda x, y: self._update(*self._gradients(x, y)),
                                            jit_compile=xla)
-        else:                 # two compiled halves around the allreduce, which XLA cannot hold
-            gradients = tf.function(self._gradients, jit_compile=xla)
+        else:                 # two compiled halves around the allreduce, which XLA cannot hold;
+            # the forward pass holds collectives too when BatchNorm is synchronized
+            gradients = tf.function(self._gradients, jit_compile=xla and not self.sync_bn)
             update = tf.function(self._update, jit_compile=xla)
 
             def step(x, y):
                 grads, loss = gradients(x, y)
-                update(average(grads), loss)
+                update(group.average(grads), loss)
             self._train_step = tf.function(step)
         self._eval_step = tf.function(self._eval, jit_compile=xla)
 
@@ -82,6 +150,29 @@ class Trainer:
 
     def weights(self) -> list[np.ndarray]:
         return [np.array(w) for w in self.model.get_weights()]
+
+    def agree(self):
+        """End of an epoch in a group: one model on every rank. The BatchNorm moving
+        statistics, which follow each rank's own slices unless synchronized, are averaged;
+        then every weight takes the leader's bits (identical already in practice, since
+        gradients are averaged; one broadcast per epoch makes it certain)."""
+        if self.group is None:
+            return
+        if self.statistics and not self.sync_bn:
+            flat = np.concatenate([np.asarray(v).ravel() for v in self.statistics])
+            flat = np.asarray(self.total(flat.astype(np.float64))) / self.group.size
+            start = 0
+            for v in self.statistics:
+                v.assign(flat[start:start + int(np.prod(v.shape))].reshape(v.shape).astype(np.float32))
+                start += int(np.prod(v.shape))
+        weights = self.model.weights
+        flat = np.concatenate([np.asarray(w).ravel() for w in weights]).astype(np.float32)
+        flat = np.asarray(self.group.broadcast(flat))
+        start = 0
+        for w in weights:
+            n = int(np.prod(w.shape))
+            w.assign(flat[start:start + n].reshape(w.shape))
+            start += n
 
     # --- compiled steps -----------------------------------------------------------------
     def _normalize(self, x):
@@ -121,7 +212,8 @@ class Trainer:
         """
         n = self.steps_per_epoch if steps is None else steps
         self.loss_sum.assign(0.0)
-        for i, (x, y) in enumerate(self.data.train_batches(epoch_seed, n, self.local_batch)):
+        batches = self.data.train_batches(epoch_seed, n, self.cfg["batch_size"])
+        for i, (x, y) in enumerate(batches):
             self._train_step(tf.constant(x), tf.constant(y))
             if on_step is not None:
                 on_step(first_step + i + 1)
@@ -155,6 +247,7 @@ class Trainer:
             steps = epoch * spe - it
             train_loss = self.train_epoch(seeds.derive(seed, epoch), on_step, it, steps)
             it += steps
+            self.agree()
             acc, loss = self.evaluate()
             for k, v in zip(hist, (epoch, it, train_loss, loss, acc, time.time() - t0)):
                 hist[k].append(v)

@@ -33,16 +33,21 @@ def make_idx_dir(tmp_path, compress, n_train=50, n_test=20):
 @pytest.mark.parametrize("compress", [True, False])
 @pytest.mark.parametrize("shards", [1, 2, 3, 4])
 def test_idx_shards_cover_every_example_once(tmp_path, compress, shards):
+    """IDX data is held whole on every rank; a group's batches cover each example once."""
     arrays = make_idx_dir(tmp_path, compress)
     cfg = {"name": "mnist", "path": str(tmp_path), "train_examples": None, "test_examples": None}
     data.check(cfg)
     parts = [data.load(cfg, (i, shards)) for i in range(shards)]
-    x = np.concatenate([p.x_train for p in parts])
-    y = np.concatenate([p.y_train for p in parts])
-    assert len(x) == 50 and max(len(p.x_train) for p in parts) - min(len(p.x_train) for p in parts) <= 1
-    order = np.argsort(np.concatenate([np.arange(i, 50, shards) for i in range(shards)]))
-    np.testing.assert_array_equal(x[order][..., 0], arrays["train"][0])
-    np.testing.assert_array_equal(y[order], arrays["train"][1])
+    for p in parts:
+        np.testing.assert_array_equal(p.x_train[..., 0], arrays["train"][0])
+        np.testing.assert_array_equal(p.y_train, arrays["train"][1])
+    batch = 12 * shards
+    steps = 50 // batch
+    x = np.concatenate([x for p in parts for x, _ in p.train_batches(3, steps, batch)])
+    found = [np.flatnonzero((arrays["train"][0] == img[..., 0]).all((1, 2)))[0] for img in x]
+    assert len(set(found)) == steps * batch
+    tests = [np.concatenate([x for x, _ in p.test_batches(7)]) for p in parts]
+    np.testing.assert_array_equal(np.concatenate(tests)[..., 0], arrays["test"][0])
     assert all(p.train_total == 50 and p.test_total == 20 for p in parts)
     assert parts[0].x_train.dtype == np.uint8 and parts[0].input_shape == (28, 28, 1)
 
@@ -51,7 +56,7 @@ def test_limit_and_errors(tmp_path):
     make_idx_dir(tmp_path, True)
     cfg = {"name": "mnist", "path": str(tmp_path), "train_examples": 30, "test_examples": 5}
     d = data.load(cfg, (1, 2))
-    assert d.train_total == 30 and len(d.x_train) == 15 and d.test_total == 5
+    assert d.train_total == 30 and len(d.x_train) == 30 and d.test_total == 5
     (tmp_path / "bad").write_bytes(b"\x00\x00\x0d\x01")
     with pytest.raises(ValueError, match="not an unsigned-byte IDX file"):
         data.read_idx(str(tmp_path / "bad"))
@@ -79,7 +84,8 @@ def test_real_fashion_mnist_if_installed():
         pytest.skip("dataset-fashion-mnist not installed")
     d = data.load({"name": "fashion_mnist", "path": None, "train_examples": None,
                    "test_examples": None}, (1, 4))
-    assert d.train_total == 60000 and d.test_total == 10000 and len(d.x_train) == 15000
+    assert d.train_total == 60000 and d.test_total == 10000 and len(d.x_train) == 60000
+    assert d.test_pieces() == [(2500, 5000)]                 # its quarter of the test set
     assert abs(d.x_train.mean() / 255 - 0.286) < 0.01
     assert sorted(np.unique(d.y_test)) == list(range(10))
 
@@ -163,8 +169,8 @@ def test_group_reads_every_example_once_per_epoch(h5_files, layout, count, in_me
     orders = []
     for epoch in range(1, 4):
         per_rank = []
-        for rank, s in enumerate(shards):         # the trainer's seeds differ per rank
-            batches = list(s.train_batches(7919 * 3 + rank * 1000003 + epoch, steps, local))
+        for rank, s in enumerate(shards):         # one seed per group and epoch (seeds.py)
+            batches = list(s.train_batches(7919 * 3 + epoch, steps, global_batch))
             assert len(batches) == steps
             assert all(x.shape == (local, 8, 8, 3) and x.dtype == np.uint8 for x, _ in batches)
             assert all(y.dtype == np.int32 for _, y in batches)
@@ -173,14 +179,20 @@ def test_group_reads_every_example_once_per_epoch(h5_files, layout, count, in_me
             np.testing.assert_array_equal(labels, got % 10)            # labels travel along
             np.testing.assert_array_equal(np.concatenate([x for x, _ in batches]),
                                           splits["train"]["images"][got])
-            owned = {i for a, b in reader.owned_pieces(1000, 64, (rank, count)) for i in range(a, b)}
-            assert set(got.tolist()) <= owned                          # only its own rows
+            if not in_memory:
+                owned = {i for a, b in reader.owned_pieces(1000, 64, (rank, count)) for i in range(a, b)}
+                assert set(got.tolist()) <= owned                      # only its own rows
             per_rank.append(got)
         every = np.concatenate(per_rank)
         assert len(every) == steps * global_batch == len(set(every.tolist()))   # exactly once
         assert 1000 - len(every) == 1000 % global_batch                        # the dropped rest
         seen_over_epochs |= set(every.tolist())
         orders.append(per_rank[0])
+        if in_memory:   # the group's global batches are one rank's batches, cut in slices
+            alone = data.load(cfg, (0, 1)).train_batches(7919 * 3 + epoch, steps, global_batch)
+            together = np.stack([p.reshape(steps, local) for p in per_rank], 1)
+            np.testing.assert_array_equal(together.reshape(-1),
+                                          np.concatenate([ids(x) for x, _ in alone]))
     assert not np.array_equal(orders[0], orders[1])                     # fresh order per epoch
     if 1000 % global_batch:
         assert len(seen_over_epochs) > steps * global_batch             # the rest varies
@@ -189,14 +201,24 @@ def test_group_reads_every_example_once_per_epoch(h5_files, layout, count, in_me
     assert all(s.train_total == 1000 and s.test_total == 230 for s in shards)
 
 
+def test_a_group_augments_a_batch_as_one_rank_does(h5_files):
+    path, _ = h5_files["single"]
+    cfg = h5_cfg(path, in_memory=True, augment=True, pad=2)
+    alone = list(data.load(cfg, (0, 1)).train_batches(9, 4, 60))
+    parts = [list(data.load(cfg, (i, 3)).train_batches(9, 4, 60)) for i in range(3)]
+    for step, (x, y) in enumerate(alone):
+        np.testing.assert_array_equal(x, np.concatenate([p[step][0] for p in parts]))
+        np.testing.assert_array_equal(y, np.concatenate([p[step][1] for p in parts]))
+
+
 def test_memory_and_streaming_give_the_same_batches(h5_files):
+    """One rank (G = 1): the whole split in memory is the streamed shard in one window."""
     path, _ = h5_files["sharded"]
-    for rank in range(2):
-        mem = data.load(h5_cfg(path, in_memory=True, augment=True, read_rows=64), (rank, 2))
-        disk = data.load(h5_cfg(path, in_memory=False, augment=True, read_rows=64), (rank, 2))
-        for (xm, ym), (xd, yd) in zip(mem.train_batches(5, 20, 25), disk.train_batches(5, 20, 25)):
-            np.testing.assert_array_equal(xm, xd)
-            np.testing.assert_array_equal(ym, yd)
+    mem = data.load(h5_cfg(path, in_memory=True, augment=True, read_rows=64))
+    disk = data.load(h5_cfg(path, in_memory=False, augment=True, read_rows=64))
+    for (xm, ym), (xd, yd) in zip(mem.train_batches(5, 20, 25), disk.train_batches(5, 20, 25)):
+        np.testing.assert_array_equal(xm, xd)
+        np.testing.assert_array_equal(ym, yd)
     assert disk.stats.batches == 20
 
 
@@ -256,9 +278,11 @@ def test_prefetch_keeps_order_raises_errors_and_stops_early():
 
 
 def test_too_many_steps_are_refused(h5_files):
-    d = data.load(h5_cfg(h5_files["single"][0]), (0, 2))
+    d = data.load(h5_cfg(h5_files["single"][0], in_memory=False), (0, 2))
     with pytest.raises(ValueError, match="need 1100 examples, this shard has 500"):
-        d.train_batches(1, 11, 100)
+        d.train_batches(1, 11, 200)
+    with pytest.raises(ValueError, match="need 1100 examples, this shard has 1000"):
+        data.load(h5_cfg(h5_files["single"][0]), (0, 2)).train_batches(1, 11, 200)
 
 
 def test_converted_registry_checks_kind_options_and_shards(h5_files, tmp_path):
@@ -302,7 +326,8 @@ def test_in_memory_auto_follows_the_size(h5_files, monkeypatch):
     assert isinstance(data.load(h5_cfg(path)), reader.InMemory)
     monkeypatch.setattr(reader, "IN_MEMORY_AUTO_BYTES", 1000 * 8 * 8 * 3)
     assert isinstance(data.load(h5_cfg(path)), reader.Streaming)          # 1230 rows > 1000
-    assert isinstance(data.load(h5_cfg(path), (0, 2)), reader.InMemory)   # 615 rows fit
+    monkeypatch.setattr(reader, "IN_MEMORY_AUTO_BYTES", 1230 * 8 * 8 * 3)
+    assert isinstance(data.load(h5_cfg(path), (0, 2)), reader.InMemory)   # both splits fit
 
 
 def test_idx_readers_augment_too(tmp_path):

@@ -222,8 +222,8 @@ def test_real_fashion_mnist_converts_to_what_the_idx_reader_reads(tmp_path):
     cfg = {"train_examples": None, "test_examples": None, "path": None}
     direct = data.load(dict(cfg, name="fashion_mnist"), (1, 3))
     converted = data.load(dict(cfg, name="h5", path=str(tmp_path / "fm.h5")))
-    np.testing.assert_array_equal(converted.x_train[1::3], direct.x_train)
-    np.testing.assert_array_equal(converted.y_test[1::3], direct.y_test)
+    np.testing.assert_array_equal(converted.x_train, direct.x_train)
+    np.testing.assert_array_equal(converted.y_test, direct.y_test)
     np.testing.assert_allclose(converted.mean + converted.std, direct.mean + direct.std, atol=1e-4)
 
 

@@ -22,18 +22,18 @@ layout = parallel.split(group_size)
 parallel.configure_tensorflow(layout, None)
 shard = data.load(cfg["dataset"], (layout.group_rank, group_size))
 model, idx = training.build_for(cfg, shard, seed=layout.rank)   # deliberately different inits
-average, total, broadcast = parallel.init_horovod(layout)
-trainer = training.Trainer(model, shard, cfg["train"], idx, group_size, average, total)
+group = parallel.init_horovod(layout)
+trainer = training.Trainer(model, shard, cfg["train"], idx, group)
 
 start = [np.asarray(w) for w in model.get_weights()]
-flat = broadcast(np.concatenate([w.ravel() for w in start]).astype(np.float32))
+flat = group.broadcast(np.concatenate([w.ravel() for w in start]).astype(np.float32))
 shapes = [w.shape for w in start]
 offsets = np.cumsum([0] + [w.size for w in start])
 start = [flat[offsets[i]:offsets[i + 1]].reshape(shapes[i]) for i in range(len(shapes))]
 kernels = training.prunable_weights(model, idx, start)
 masks = list(pruning.magnitude_masks(kernels, 0.9).values())
 trainer.load(start, masks)
-hist = trainer.fit(3, seed=100 + layout.rank)        # 96 Adam steps
+hist = trainer.fit(3, seed=100 + layout.group)       # 96 Adam steps; one seed per group
 steps = int(trainer.optimizer.iterations.numpy())
 assert steps == 3 * (1024 // 32), steps
 

@@ -1,0 +1,93 @@
+"""One model per cell at any group size, for a BatchNorm network (resnet20, real Fashion-MNIST).
+
+Run on 2 ranks: a group of 2 trains one cell without and with synchronized BatchNorm and must
+end every epoch with bit-identical weights and moving statistics on both ranks; then rank 0
+alone trains the same cell (G = 1, sync on, and once more with 1 thread instead of 2 for the
+summation-order reference). Curves are written to OUT.npz for the test to compare.
+
+Usage: mpiexec -n 2 python -m mpi4py tests/mpi/check_batchnorm.py OUT.npz
+"""
+import hashlib
+import sys
+
+import numpy as np
+from mpi4py import MPI
+
+from lth_mpi import config, data, parallel, pruning, seeds, training
+
+out = sys.argv[1]
+world = MPI.COMM_WORLD
+assert world.Get_size() == 2
+
+
+def cfg_for(sync, group_size):
+    return config.load(raw={
+        "model": {"name": "resnet20", "width": 8}, "prune": {"sparsities": [0.5]},
+        "dataset": {"name": "fashion_mnist", "train_examples": 2048, "test_examples": 1000},
+        "train": {"epochs": 2, "batch_size": 128, "optimizer": "sgd", "learning_rate": 0.005,
+                  "sync_batchnorm": sync},
+        "parallel": {"group_size": group_size}})
+
+
+def digest(trainer):
+    w = trainer.weights()
+    return hashlib.sha256(b"".join(a.tobytes() for a in w)).hexdigest()
+
+
+class Reversed:
+    """The same global batches with their examples in reverse order: one rank, the same
+    arithmetic but for the order of summation (the reference for the tolerance)."""
+
+    def __init__(self, d):
+        self.d = d
+
+    def __getattr__(self, name):
+        return getattr(self.d, name)
+
+    def train_batches(self, *args):
+        return ((x[::-1], y[::-1]) for x, y in self.d.train_batches(*args))
+
+
+def train(cfg, shard, group, check=None, reverse=False):
+    d = data.load(cfg["dataset"], shard)
+    d = Reversed(d) if reverse else d
+    model, idx = training.build_for(cfg, d, seed=3)
+    trainer = training.Trainer(model, d, cfg["train"], idx, group)
+    start = [np.asarray(w) for w in model.get_weights()]
+    masks = list(pruning.magnitude_masks(training.prunable_weights(model, idx, start), 0.5).values())
+    trainer.load(start, masks)
+    hist = trainer.fit(2, seeds.derive(0, seeds.CELL, 0), on_epoch=check and (lambda e: check(trainer)))
+    return hist, trainer
+
+
+layout = parallel.split(2)
+parallel.configure_tensorflow(layout, 1)
+group = parallel.init_horovod(layout)
+found = {}
+for sync in (False, True):
+    checked = []
+
+    def check(trainer):
+        mine = digest(trainer)
+        both = world.allgather(mine)
+        assert both[0] == both[1], f"sync={sync}: ranks differ after an epoch"
+        stats = np.concatenate([np.asarray(v).ravel() for v in trainer.statistics])
+        assert np.all(np.isfinite(stats)) and np.ptp(stats) > 0
+        checked.append(mine)
+    hist, trainer = train(cfg_for(sync, 2), (layout.group_rank, 2), group, check)
+    assert len(checked) == 2 and len(trainer.statistics) == 2 * 19, len(trainer.statistics)
+    found[f"g2_sync{int(sync)}"] = hist["test_accuracy"]
+    found[f"g2_sync{int(sync)}_loss"] = hist["train_loss"]
+    found[f"g2_sync{int(sync)}_weights"] = np.concatenate([w.ravel() for w in trainer.weights()])
+
+if layout.rank == 0:
+    import tensorflow as tf
+    for name, sync, reverse in (("g1_sync1", True, False), ("g1_sync0", False, False),
+                                ("g1rev_sync1", True, True)):
+        hist, trainer = train(cfg_for(sync, 1), (0, 1), None, reverse=reverse)
+        found[name] = hist["test_accuracy"]
+        found[f"{name}_loss"] = hist["train_loss"]
+        found[f"{name}_weights"] = np.concatenate([w.ravel() for w in trainer.weights()])
+    np.savez(out, **found)
+    print("batchnorm OK", {k: v for k, v in found.items() if "weights" not in k})
+parallel.wait_quietly()
