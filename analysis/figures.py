@@ -70,7 +70,7 @@ def accuracy_vs_remaining(res, path: str, metric: str = "final", window: int | N
             ax.plot(x, 100 * y, "s--", color="#555555", label=f"{label} (control)", ms=4)
     if res.dense is not None:
         mean, spread, n = tickets.dense_band(res.dense["test_accuracy"], window)
-        ref = tickets.dense_reference(res.dense["test_accuracy"], metric)
+        ref = tickets.dense_reference(res.dense, metric)
         ax.axhspan(100 * (mean - spread), 100 * (mean + spread), color="#bbbbbb", alpha=0.5,
                    label=f"dense: mean ± sd of last {n} epochs")
         ax.axhline(100 * ref, color="black", lw=1, label=f"dense ({metric}) {100 * ref:.2f}%")
@@ -102,7 +102,7 @@ def heatmap(res, path: str, metric: str = "final") -> str:
             light = not np.isnan(v) and (100 * v - vmin) < 0.6 * (vmax - vmin)
             ax.text(r, m, text, ha="center", va="center", fontsize=8,
                     color="white" if light else "black")
-    best = tickets.best_cell(res.cells, metric)
+    best = tickets.best_cell(res.cells, metric, res.selection)
     if best is not None:
         ax.add_patch(Rectangle((best["rewind"] - 0.5, best["mask"] - 0.5), 1, 1, fill=False,
                                edgecolor="red", lw=2.5))
@@ -110,7 +110,8 @@ def heatmap(res, path: str, metric: str = "final") -> str:
     ax.set_yticks(range(n_m), [f"{100 * (1 - s):g}%" for s in res.sparsities], fontsize=8)
     ax.set_xlabel("rewind point")
     ax.set_ylabel("weights remaining")
-    ax.set_title(f"{metric} test accuracy (%), best outlined", fontsize=9)
+    on = "validation" if res.selection == "val" else "test"
+    ax.set_title(f"{metric} test accuracy (%), best on {on} outlined", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.08, pad=0.03)
     fig.tight_layout()
     return _save(fig, path)
@@ -150,7 +151,8 @@ def learning_curves(res, path: str, sparsities: list[float]) -> str:
 
 
 def early_stop(res, path: str) -> str:
-    """The early-stop iteration (best test accuracy) against the weights remaining."""
+    """The early-stop iteration (chosen on validation, or test in old files) against the
+    weights remaining."""
     fig, ax = plt.subplots(figsize=(6.0, 3.6))
     xs = []
     for label, (r, control, pts) in _by_curve(res, "best_iteration").items():
@@ -166,7 +168,8 @@ def early_stop(res, path: str) -> str:
     last = max([int(c["iteration"][-1]) for c in res.cells], default=0)
     ax.set_ylim(0, 1.08 * last if last else 1)
     ax.set_ylabel("early-stop iteration")
-    ax.set_title(f"iteration of the best test accuracy (training ends at {last})", fontsize=9)
+    on = "validation" if res.selection == "val" else "test"
+    ax.set_title(f"iteration of the best {on} accuracy (training ends at {last})", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()

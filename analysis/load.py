@@ -77,6 +77,12 @@ class Results:
     def complete(self) -> bool:
         return not self.missing and self.status == "complete"
 
+    @property
+    def selection(self) -> str:
+        """The split tickets and early stops are chosen on: `val` or (old files) `test`."""
+        from .tickets import selection_split
+        return selection_split(self.dense, self.cells)
+
     def point_label(self, rewind: int) -> str:
         return f"{self.unit} {self.points[rewind]}" if rewind >= 0 else "reinit"
 
@@ -124,12 +130,12 @@ def load(path: str) -> Results:
         sparsities = list(cfg["prune"]["sparsities"])
         points, controls = list(cfg["rewind"]["points"]), list(cfg["controls"])
         realized = f["masks"].attrs["sparsity_realized"][()] if "masks" in f else None
-        dense = ({k: f["dense"][k][()] for k in lth_results.CURVES} if "dense" in f else None)
+        dense = lth_results.read_curves(f["dense"]) if "dense" in f else None
         cells = []
         for name, g in f["cells"].items() if "cells" in f else ():
             row = {"name": name, **{k: _value(v) for k, v in g.attrs.items()}}
-            row.update({k: g[k][()] for k in lth_results.CURVES})
-            cells.append(row)
+            row.update(lth_results.read_curves(g))
+            cells.append(lth_results.upgrade_cell(row))
         timings = []
         for key in sorted(f.get("timings", {}), key=lambda k: int(k[3:])):
             d = f["timings"][key]

@@ -14,6 +14,8 @@ import numpy as np
 from . import AnalysisError, amdahl, figures, tickets, timeline
 from .load import Results, load
 
+from lth_mpi.results import select as results_select
+
 FORMATS = ("md", "html")
 
 
@@ -94,13 +96,28 @@ def overview(res: Results) -> list:
                       f"{res.world_size} ranks in {res.n_groups} groups of {res.group_size}"])]
 
 
+def selection_note(res: Results) -> str:
+    n_val = res.config["dataset"].get("validation_examples")
+    if res.selection == "val":
+        return ("Selection: early-stop points, the best ticket and the winning tickets are "
+                "chosen on the validation split (examples held out of the training split, "
+                f"{'the default size' if n_val is None else n_val}); every accuracy shown is "
+                "the test accuracy at the chosen point.")
+    return ("Selection: this file has no validation split (written before format version 2, "
+            "or with dataset.validation_examples: 0), so early stops and tickets are chosen on "
+            "the test set, which biases the accuracies reported upward.")
+
+
 def accuracy_section(res: Results, metric: str, window, figs: dict) -> list:
     d = res.dense["test_accuracy"]
     mean, spread, n = tickets.dense_band(d, window)
-    best = tickets.best_cell(res.cells, metric)
+    best = tickets.best_cell(res.cells, metric, res.selection)
+    stop = results_select(res.dense)[0]
     out = [("h2", "Accuracy"),
-           ("list", [f"dense network: final {_pct(d[-1])}, best {_pct(d.max())} at iteration "
-                     f"{int(res.dense['iteration'][int(np.argmax(d))])}; band "
+           ("p", selection_note(res)),
+           ("list", [f"dense network: final {_pct(d[-1])}, at its early stop {_pct(d[stop])} "
+                     f"(iteration {int(res.dense['iteration'][stop])}, chosen on "
+                     f"{'validation' if res.selection == 'val' else 'test'}); band "
                      f"{_pct(mean)} ± {_pct(spread)} (mean ± sd of its last {n} epochs: the "
                      "dense net is trained once)"]
             + ([f"best ticket: {best['name']} ({_remain(best['sparsity'])} of weights, rewind "
@@ -129,22 +146,28 @@ def accuracy_section(res: Results, metric: str, window, figs: dict) -> list:
 
 
 def winners_section(res: Results, metric: str, tolerance: float) -> tuple[list, list]:
-    ref = tickets.dense_reference(res.dense["test_accuracy"], metric)
-    wins = tickets.winning_tickets(res.cells, ref, tolerance, metric)
+    split = res.selection
+    on = "validation" if split == "val" else "test"
+    ref = tickets.dense_reference(res.dense, metric, split)
+    test_ref = tickets.dense_reference(res.dense, metric, "test")
+    wins = tickets.winning_tickets(res.cells, ref, tolerance, metric, split)
     out = [("h2", "Winning tickets"),
-           ("p", f"The sparsest ticket of each rewind point whose {metric} test accuracy is "
+           ("p", f"The sparsest ticket of each rewind point whose {metric} {on} accuracy is "
                  f"at most {100 * tolerance:g} percentage points below the dense network's "
                  f"({_pct(ref)}), i.e. at least {_pct(ref - tolerance)}; sparsest first, the "
-                 "first row is the winning ticket. Controls (random reinit) at the same "
-                 "sparsity show whether the rewound weights matter.")]
+                 "first row is the winning ticket. Chosen on " + on + "; the accuracy shown is "
+                 f"the test accuracy, against the dense network's {_pct(test_ref)}. Controls "
+                 "(random reinit) at the same sparsity show whether the rewound weights matter.")]
     if not wins:
         return out + [("p", "No finished ticket is within the tolerance.")], wins
-    head = ["cell", "remaining", "rewind", "accuracy", "vs dense"] + list(res.controls)
+    head = ["cell", "remaining", "rewind", f"{on} acc", "test acc", "test vs dense"] \
+        + list(res.controls)
     rows = []
     for c in wins:
         a = tickets.accuracy(c, metric)
         row = [c["name"], _remain(c["sparsity"]), res.point_label(c["rewind"]),
-               f"{100 * a:.2f}", f"{100 * (a - ref):+.2f}"]
+               f"{100 * tickets.accuracy(c, metric, split):.2f}",
+               f"{100 * a:.2f}", f"{100 * (a - test_ref):+.2f}"]
         for ctl in res.controls:
             hit = [k for k in res.cells if k["mask"] == c["mask"] and k["control"] == ctl]
             row.append(f"{100 * tickets.accuracy(hit[0], metric):.2f}" if hit else "–")
@@ -159,19 +182,21 @@ def curves_section(res: Results, sparsities, figs: dict) -> list:
                   + ", ".join(_remain(s) for s in sparsities) + " of weights remaining; the "
                   "dotted line is the dense network."),
             ("img", figs["learning_curves"], "learning curves"),
-            ("p", "Early-stop iteration (the iteration of the best test accuracy) against the "
-                  "weights remaining; the curves are sampled once per epoch, so it takes the "
+            ("p", "Early-stop iteration (the iteration of the best "
+                  + ("validation" if res.selection == "val" else "test")
+                  + " accuracy) against the weights remaining; the curves are sampled once per epoch, so it takes the "
                   f"values {stops}."),
             ("img", figs["early_stop"], "early-stop iteration")]
 
 
 def cells_section(res: Results) -> list:
     head = ["cell", "id", "sparsity", "remaining", "rewind", "final acc", "best acc",
-            "best iter", "group", "seconds"]
+            "best iter", "chosen on", "group", "seconds"]
     rows = [[c["name"], c["id"], f"{c['sparsity_realized']:.4f}",
              _remain(c["sparsity_realized"]), res.point_label(c["rewind"]),
              f"{100 * c['final_test_accuracy']:.2f}", f"{100 * c['best_test_accuracy']:.2f}",
-             int(c["best_iteration"]), c["group"], f"{c['seconds']:.1f}"] for c in res.cells]
+             int(c["best_iteration"]), c["selected_on"], c["group"], f"{c['seconds']:.1f}"]
+            for c in res.cells]
     return [("h2", "Cells"), ("table", head, rows)]
 
 

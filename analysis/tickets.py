@@ -2,25 +2,41 @@
 
 Pure functions over the cell dicts of analysis.load (attributes plus curves), so they can be
 tested on hand-made tables. `metric` is `final` (after the last epoch: cells and the dense net
-end at the same iteration) or `best` (at the early-stop iteration).
+end at the same iteration) or `best` (at the early-stop iteration, chosen on validation).
+`split` says which accuracy is compared: selection (best ticket, winning tickets) is made on
+`val` when the search held out a validation split, and the accuracy reported is `test`, at the
+same point; files without a validation split select on test, which biases what is reported.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from lth_mpi.results import select
+
 METRICS = ("final", "best")
+SPLITS = ("test", "val")
 
 
-def accuracy(cell: dict, metric: str = "final") -> float:
+def accuracy(cell: dict, metric: str = "final", split: str = "test") -> float:
     if metric not in METRICS:
         raise ValueError(f"metric: {metric!r} is not one of {', '.join(METRICS)}")
-    return float(cell[f"{metric}_test_accuracy"])
+    if split not in SPLITS:
+        raise ValueError(f"split: {split!r} is not one of {', '.join(SPLITS)}")
+    return float(cell[f"{metric}_{split}_accuracy"])
 
 
-def dense_reference(test_accuracy, metric: str = "final") -> float:
-    """The dense accuracy a ticket is compared with, measured the same way as the cells."""
-    acc = np.asarray(test_accuracy, np.float64)
-    return float(acc[-1] if metric == "final" else acc.max())
+def selection_split(dense: dict | None, cells: list[dict]) -> str:
+    """`val` when the dense run and every cell have validation curves, else `test`."""
+    have = [dense["val_accuracy"]] if dense is not None else []
+    have += [c["val_accuracy"] for c in cells]
+    return "val" if have and all(np.all(np.isfinite(v)) for v in have) else "test"
+
+
+def dense_reference(dense: dict, metric: str = "final", split: str = "test") -> float:
+    """The dense accuracy on `split` a ticket is compared with, at the point the cells use:
+    the end of training, or the early stop chosen as for the cells (results.select)."""
+    index = -1 if metric == "final" else select(dense)[0]
+    return float(np.asarray(dense[f"{split}_accuracy"], np.float64)[index])
 
 
 def dense_band(test_accuracy, window: int | None = None) -> tuple[float, float, int]:
@@ -43,23 +59,25 @@ def tickets(cells: list[dict]) -> list[dict]:
     return [c for c in cells if c["control"] == "none"]
 
 
-def grid(cells: list[dict], n_masks: int, n_rewinds: int, metric: str = "final") -> np.ndarray:
+def grid(cells: list[dict], n_masks: int, n_rewinds: int, metric: str = "final",
+         split: str = "test") -> np.ndarray:
     """(mask, rewind) accuracy of the tickets; NaN where the cell has not finished."""
     out = np.full((n_masks, n_rewinds), np.nan)
     for c in tickets(cells):
-        out[c["mask"], c["rewind"]] = accuracy(c, metric)
+        out[c["mask"], c["rewind"]] = accuracy(c, metric, split)
     return out
 
 
-def best_cell(cells: list[dict], metric: str = "final") -> dict | None:
-    """The most accurate ticket (the sparser one on a tie)."""
+def best_cell(cells: list[dict], metric: str = "final", split: str = "test") -> dict | None:
+    """The most accurate ticket on `split` (the sparser one on a tie)."""
     t = tickets(cells)
-    return max(t, key=lambda c: (accuracy(c, metric), c["sparsity"])) if t else None
+    return max(t, key=lambda c: (accuracy(c, metric, split), c["sparsity"])) if t else None
 
 
 def winning_tickets(cells: list[dict], reference: float, tolerance: float,
-                    metric: str = "final") -> list[dict]:
-    """For each rewind point, the sparsest ticket within `tolerance` of `reference`.
+                    metric: str = "final", split: str = "test") -> list[dict]:
+    """For each rewind point, the sparsest ticket within `tolerance` of `reference`, both
+    measured on `split` (the dense reference from dense_reference on the same split).
 
     Sorted sparsest first (then most accurate), so the first entry is the winning ticket of
     the search and the others show what rewinding elsewhere achieves. Controls never win: a
@@ -67,9 +85,9 @@ def winning_tickets(cells: list[dict], reference: float, tolerance: float,
     """
     best = {}
     for c in tickets(cells):
-        if accuracy(c, metric) >= reference - tolerance:
+        if accuracy(c, metric, split) >= reference - tolerance:
             r = c["rewind"]
-            if r not in best or (c["sparsity"], accuracy(c, metric)) > \
-                    (best[r]["sparsity"], accuracy(best[r], metric)):
+            if r not in best or (c["sparsity"], accuracy(c, metric, split)) > \
+                    (best[r]["sparsity"], accuracy(best[r], metric, split)):
                 best[r] = c
-    return sorted(best.values(), key=lambda c: (-c["sparsity"], -accuracy(c, metric)))
+    return sorted(best.values(), key=lambda c: (-c["sparsity"], -accuracy(c, metric, split)))

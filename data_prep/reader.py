@@ -17,7 +17,9 @@ G ranks of a group (`shard=(index, G)`) share the training split depends on wher
     a time in contiguous reads, and shuffles each window; leftovers carry over. Only this
     rank's rows are ever read, and a node's page cache holds its ranks' parts; the batches
     then depend on G (the shard index is mixed into the seed).
-  * the test rows are cut into G contiguous blocks, read in order, in both modes.
+  * the test rows are cut into G contiguous blocks, read in order, in both modes; so are the
+    validation rows, the last `validation_examples` rows of the training split, which are
+    never trained on.
 """
 from __future__ import annotations
 
@@ -50,6 +52,12 @@ def owned_pieces(n: int, read_rows: int, shard=(0, 1), seed: int = 0) -> list[tu
     return sorted(pieces)
 
 
+def block(n: int, shard=(0, 1)) -> tuple[int, int]:
+    """This rank's contiguous block of n evaluation rows (the group's blocks cover them once)."""
+    index, count = shard
+    return index * n // count, (index + 1) * n // count
+
+
 def _seeds(seed: int, index: int):
     """Three independent generators (piece order, window order, augmentation) per rank and
     epoch; the shard index is mixed in, so equal seeds on two ranks still differ."""
@@ -62,13 +70,14 @@ class Dataset(abc.ABC):
     them; the order, the windows, augmentation and prefetching live here."""
 
     def __init__(self, *, num_classes, mean, std, input_shape, train_total, test_total,
-                 shard=(0, 1), augment=False, pad=None, flip=True, prefetch=4,
+                 val_total=0, shard=(0, 1), augment=False, pad=None, flip=True, prefetch=4,
                  shuffle_buffer=None, class_names=None):
         check_options(dict(augment=augment, pad=pad, flip=flip, prefetch=prefetch))
         self.num_classes = int(num_classes)
         self.mean, self.std = tuple(mean), tuple(std)
         self.input_shape = tuple(input_shape)
         self.train_total, self.test_total = int(train_total), int(test_total)
+        self.val_total = int(val_total)   # held out of the training split, never trained on
         self.shard = tuple(shard)
         self.augment, self.flip, self.prefetch = bool(augment), bool(flip), int(prefetch)
         self.pad = augment_mod.default_pad(self.input_shape[0]) if pad is None else int(pad)
@@ -93,6 +102,14 @@ class Dataset(abc.ABC):
     def read_test(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """(x, y) of test rows [start, stop)."""
 
+    @abc.abstractmethod
+    def val_pieces(self) -> list[tuple[int, int]]:
+        """This rank's validation rows, as (start, stop) ranges."""
+
+    @abc.abstractmethod
+    def read_val(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y) of validation rows [start, stop)."""
+
     @property
     def train_count(self) -> int:
         return sum(b - a for a, b in self.train_pieces())
@@ -114,7 +131,11 @@ class Dataset(abc.ABC):
 
     def test_batches(self, batch: int):
         """This shard's test rows in order; the shards of a group cover the test set once."""
-        return self._maybe_prefetch(self._test_stream(batch))
+        return self._maybe_prefetch(self._eval_stream(self.test_pieces(), self.read_test, batch))
+
+    def val_batches(self, batch: int):
+        """This rank's block of the validation rows, in order, like the test set."""
+        return self._maybe_prefetch(self._eval_stream(self.val_pieces(), self.read_val, batch))
 
     # --- internals ------------------------------------------------------------------------
     def _maybe_prefetch(self, stream):
@@ -158,21 +179,26 @@ class Dataset(abc.ABC):
             rest = np.sort(perm[full * batch:])
             carry = (x[rest], y[rest])
 
-    def _test_stream(self, batch):
-        for a, b in self.test_pieces():
+    @staticmethod
+    def _eval_stream(pieces, read, batch):
+        for a, b in pieces:
             for i in range(a, b, batch):
-                yield self.read_test(i, min(i + batch, b))
+                yield read(i, min(i + batch, b))
 
 
 class InMemory(Dataset):
     """Whole splits held in memory as uint8 NHWC arrays (x_train, y_train, x_test, y_test);
     each global batch is dealt over the group (module doc)."""
 
-    def __init__(self, x_train, y_train, x_test, y_test, **kw):
+    def __init__(self, x_train, y_train, x_test, y_test, x_val=None, y_val=None, **kw):
         kw.setdefault("input_shape", x_train.shape[1:])
+        if x_val is None:
+            x_val, y_val = x_train[:0], y_train[:0]
+        kw.setdefault("val_total", len(x_val))
         super().__init__(**kw)
         self.x_train, self.y_train = x_train, np.asarray(y_train, np.int32)
         self.x_test, self.y_test = x_test, np.asarray(y_test, np.int32)
+        self.x_val, self.y_val = x_val, np.asarray(y_val, np.int32)
 
     def train_pieces(self):
         return [(0, len(self.x_train))]
@@ -182,9 +208,13 @@ class InMemory(Dataset):
         return self.x_train[a:b], self.y_train[a:b]
 
     def test_pieces(self):
-        index, count = self.shard
-        n = len(self.x_test)
-        return [(index * n // count, (index + 1) * n // count)]
+        return [block(len(self.x_test), self.shard)]
+
+    def val_pieces(self):
+        return [block(len(self.x_val), self.shard)]
+
+    def read_val(self, start, stop):
+        return self.x_val[start:stop], self.y_val[start:stop]
 
     def _train_stream(self, seed, steps, batch):
         """One permutation for the whole group (the shard index is not mixed into the seed);
@@ -207,11 +237,12 @@ class InMemory(Dataset):
 class Streaming(Dataset):
     """A shard read from the HDF5 file as the epoch goes: one contiguous read per piece."""
 
-    def __init__(self, path, pieces, test_range, **kw):
-        super().__init__(**kw)
+    def __init__(self, path, pieces, test_range, val_range=(0, 0), **kw):
+        super().__init__(val_total=val_range[1] - val_range[0], **kw)
         self.path = path
         self.file = h5py.File(path, "r")
         self._pieces, self._test_range = pieces, test_range
+        self._val_start = val_range[0]      # validation rows are the training split's last
 
     def train_pieces(self):
         return self._pieces
@@ -236,6 +267,12 @@ class Streaming(Dataset):
 
     def read_test(self, start, stop):
         return self._read("test", [(start, stop)])
+
+    def val_pieces(self):
+        return [block(self.val_total, self.shard)]
+
+    def read_val(self, start, stop):
+        return self._read("train", [(self._val_start + start, self._val_start + stop)])
 
 
 OPTION_TYPES = {"augment": "bool", "flip": "bool", "pad": "int >= 0 or null",
@@ -270,35 +307,49 @@ def check_kind(info: dict, path: str, expect) -> None:
                          f"classes), expected {want}")
 
 
-def open_h5(path: str, shard=(0, 1), train_examples=None, test_examples=None, *,
+def open_h5(path: str, shard=(0, 1), train_examples=None, test_examples=None,
+            validation_examples=0, *,
             augment=False, pad=None, flip=True, in_memory="auto", shuffle_buffer=8192,
             read_rows=256, prefetch=4, expect=(None, None)) -> Dataset:
     """This rank's shard of a converted dataset (data_prep's HDF5 format).
 
-    train_examples / test_examples keep the first rows of each split (the image-tree
-    converter shuffles the training split; CIFAR and MNIST come shuffled), so a prefix is a
-    random subset. expect = (image shape, classes), None for either = any.
+    The last `validation_examples` rows of the training split are held out for validation;
+    train_examples / test_examples keep the first rows of what remains of each split (the
+    image-tree converter shuffles the training split; CIFAR and MNIST come shuffled), so both
+    are random subsets. expect = (image shape, classes), None for either = any.
     """
     options = dict(augment=augment, pad=pad, flip=flip, prefetch=prefetch,
                    in_memory=in_memory, shuffle_buffer=shuffle_buffer, read_rows=read_rows)
     check_options(options)
     info = h5format.describe(path)
     check_kind(info, path, expect)
-    n_train = min(train_examples or info["train_total"], info["train_total"])
+    n_all, n_val = info["train_total"], validation_examples
+    n_train = held_out(n_all, n_val, train_examples)
     n_test = min(test_examples or info["test_total"], info["test_total"])
-    index, count = shard
     pieces = owned_pieces(n_train, read_rows, shard)
-    test_range = (index * n_test // count, (index + 1) * n_test // count)
-    if in_memory == "auto":   # in memory, a rank holds both whole splits
-        in_memory = (n_train + n_test) * int(np.prod(info["input_shape"])) <= IN_MEMORY_AUTO_BYTES
+    test_range = block(n_test, shard)
+    if in_memory == "auto":   # in memory, a rank holds every split whole
+        in_memory = ((n_train + n_val + n_test) * int(np.prod(info["input_shape"]))
+                     <= IN_MEMORY_AUTO_BYTES)
     common = dict(num_classes=info["num_classes"], mean=info["mean"], std=info["std"],
                   input_shape=info["input_shape"], train_total=n_train, test_total=n_test,
                   shard=shard, augment=augment, pad=pad, flip=flip, prefetch=prefetch,
                   class_names=info["class_names"])
-    stream = Streaming(path, pieces, test_range, shuffle_buffer=shuffle_buffer, **common)
+    stream = Streaming(path, pieces, test_range, (n_all - n_val, n_all),
+                       shuffle_buffer=shuffle_buffer, **common)
     if not in_memory:
         return stream
     x_train, y_train = stream.read_train([(0, n_train)])
     x_test, y_test = stream.read_test(0, n_test)
+    x_val, y_val = stream.read_val(0, n_val)
     stream.file.close()
-    return InMemory(x_train, y_train, x_test, y_test, **common)
+    return InMemory(x_train, y_train, x_test, y_test, x_val, y_val, **common)
+
+
+def held_out(n_all: int, n_val: int, train_examples: int | None) -> int:
+    """Training rows left once the last n_val rows are held out for validation (at most
+    train_examples of them); refuses a validation split that leaves nothing to train on."""
+    if n_val >= n_all:
+        raise ValueError(f"dataset.validation_examples: {n_val} leaves no training examples "
+                         f"(the training split has {n_all})")
+    return min(train_examples or n_all - n_val, n_all - n_val)

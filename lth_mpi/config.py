@@ -28,7 +28,8 @@ SCHEMA = {
     "dataset": {"name": (str, "fashion_mnist"),
                 "path": ((str, type(None)), None),
                 "train_examples": ((int, type(None)), None),
-                "test_examples": ((int, type(None)), None)},
+                "test_examples": ((int, type(None)), None),
+                "validation_examples": ((int, type(None)), None)},
     "train": {"epochs": (int, 2),
               "batch_size": (int, 128),
               "optimizer": (str, "adam"),
@@ -146,6 +147,9 @@ def _check(cfg: dict, world_size: int | None) -> None:
         n = cfg["dataset"][key]
         if n is not None and n < 1:
             raise ConfigError(f"dataset.{key}: must be >= 1, got {n}")
+    n = cfg["dataset"]["validation_examples"]
+    if n is not None and n < 0:
+        raise ConfigError(f"dataset.validation_examples: must be >= 0, got {n}")
     par = cfg["parallel"]
     if par["group_size"] < 1:
         raise ConfigError(f"parallel.group_size: must be >= 1, got {par['group_size']}")

@@ -26,11 +26,12 @@ FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 # --- IDX (MNIST, Fashion-MNIST), in memory --------------------------------------------------
 
-def _idx_dataset(name, directory, shard, train_examples, test_examples, mean, std, options):
+def _idx_dataset(name, directory, shard, train_examples, test_examples, validation_examples,
+                 mean, std, options):
     split = {}
     try:
         for part, (images, labels) in IDX_FILES.items():
-            limit = train_examples if part == "train" else test_examples
+            limit = None if part == "train" else test_examples
             x = read_idx(idx_path(directory, images), (0, 1), limit)[..., None]
             y = read_idx(idx_path(directory, labels), (0, 1), limit).astype(np.int32)
             if len(x) != len(y):
@@ -38,26 +39,32 @@ def _idx_dataset(name, directory, shard, train_examples, test_examples, mean, st
             split[part] = (x, y)
     except ValueError as exc:
         raise ValueError(f"dataset.path: {exc}") from None
-    return reader.InMemory(*split["train"], *split["test"], num_classes=10, mean=mean, std=std,
+    (x, y), n_all = split["train"], len(split["train"][1])
+    n_train = reader.held_out(n_all, validation_examples, train_examples)
+    split["train"], split["val"] = (x[:n_train], y[:n_train]), (x[n_all - validation_examples:],
+                                                                 y[n_all - validation_examples:])
+    return reader.InMemory(*split["train"], *split["test"], *split["val"], num_classes=10,
+                           mean=mean, std=std,
                            train_total=len(split["train"][1]), test_total=len(split["test"][1]),
                            shard=shard,
                            class_names=CLASS_NAMES[name], **options)
 
 
-def fashion_mnist(path, shard, train_examples, test_examples, augment=False, pad=None,
-                  flip=True, prefetch=4):
+def fashion_mnist(path, shard, train_examples, test_examples, validation_examples,
+                  augment=False, pad=None, flip=True, prefetch=4):
     """Fashion-MNIST (Xiao et al. 2017) from Debian's dataset-fashion-mnist by default."""
     return _idx_dataset("fashion_mnist", path or FASHION_MNIST_DIR, shard, train_examples,
-                        test_examples, (0.2860,), (0.3530,),
+                        test_examples, validation_examples, (0.2860,), (0.3530,),
                         dict(augment=augment, pad=pad, flip=flip, prefetch=prefetch))
 
 
-def mnist(path, shard, train_examples, test_examples, augment=False, pad=None, flip=False,
-          prefetch=4):
+def mnist(path, shard, train_examples, test_examples, validation_examples, augment=False,
+          pad=None, flip=False, prefetch=4):
     """MNIST IDX files in `path` (no package ships them; bring your own)."""
     if path is None:
         raise ValueError("dataset.path: mnist needs the directory of its IDX files")
-    return _idx_dataset("mnist", path, shard, train_examples, test_examples, (0.1307,),
+    return _idx_dataset("mnist", path, shard, train_examples, test_examples,
+                        validation_examples, (0.1307,),
                         (0.3081,), dict(augment=augment, pad=pad, flip=flip, prefetch=prefetch))
 
 
@@ -69,11 +76,13 @@ EXPECT = {"cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100),
 
 def _converted(name, doc):
     """A reader of data_prep's format that refuses files of another shape or class count."""
-    def read(path, shard, train_examples, test_examples, augment=False, pad=None, flip=True,
-             in_memory="auto", shuffle_buffer=8192, read_rows=256, prefetch=4):
+    def read(path, shard, train_examples, test_examples, validation_examples, augment=False,
+             pad=None, flip=True, in_memory="auto", shuffle_buffer=8192, read_rows=256,
+             prefetch=4):
         if path is None:
             raise ValueError(f"dataset.path: {name} needs a file converted by python -m data_prep")
-        return reader.open_h5(path, shard, train_examples, test_examples, augment=augment,
+        return reader.open_h5(path, shard, train_examples, test_examples, validation_examples,
+                              augment=augment,
                               pad=pad, flip=flip, in_memory=in_memory,
                               shuffle_buffer=shuffle_buffer, read_rows=read_rows,
                               prefetch=prefetch, expect=EXPECT[name])
@@ -89,14 +98,14 @@ h5 = _converted("h5", "Any file converted by data_prep, whatever its shape and c
 
 # --- synthetic --------------------------------------------------------------------------------
 
-def synthetic(path, shard, train_examples, test_examples, num_classes=10,
-              shape=(28, 28, 1), noise=0.35, seed=1234):
+def synthetic(path, shard, train_examples, test_examples, validation_examples,
+              num_classes=10, shape=(28, 28, 1), noise=0.35, seed=1234):
     """Learnable random data for tests: a fixed prototype image per class plus noise."""
     rng = np.random.default_rng(seed)
     shape = tuple(shape)
     protos = rng.random((num_classes,) + shape)
     out = []
-    for i, n in enumerate((train_examples or 2048, test_examples or 512)):
+    for i, n in enumerate((train_examples or 2048, test_examples or 512, validation_examples)):
         r = np.random.default_rng(seed + 1 + i)
         y = r.integers(0, num_classes, n).astype(np.int32)
         x = np.clip(protos[y] + noise * r.standard_normal((n,) + shape), 0, 1)
@@ -108,9 +117,20 @@ def synthetic(path, shard, train_examples, test_examples, num_classes=10,
                            shard=shard)
 
 
+# validation_examples: null means this many for the datasets whose training split is large
+DEFAULT_VALIDATION = {"fashion_mnist": 5000, "mnist": 5000, "cifar10": 5000, "cifar100": 5000,
+                      "imagenet64": 5000}
+
+
+def validation_count(cfg: dict) -> int:
+    """Examples held out of the training split for selection (early stop, winning tickets)."""
+    n = cfg.get("validation_examples")
+    return DEFAULT_VALIDATION.get(cfg["name"], 0) if n is None else n
+
+
 REGISTRY = {"fashion_mnist": fashion_mnist, "mnist": mnist, "synthetic": synthetic,
             "cifar10": cifar10, "cifar100": cifar100, "imagenet64": imagenet64, "h5": h5}
-BASE_KEYS = ("name", "path", "train_examples", "test_examples")
+BASE_KEYS = ("name", "path", "train_examples", "test_examples", "validation_examples")
 
 
 def check(cfg: dict) -> None:
@@ -119,7 +139,8 @@ def check(cfg: dict) -> None:
     if name not in REGISTRY:
         raise ValueError(f"dataset.name: unknown dataset {name!r} (valid: {', '.join(sorted(REGISTRY))})")
     valid = [p for p in inspect.signature(REGISTRY[name]).parameters
-             if p not in ("path", "shard", "train_examples", "test_examples")]
+             if p not in ("path", "shard", "train_examples", "test_examples",
+                          "validation_examples")]
     for key in cfg:
         if key not in BASE_KEYS and key not in valid:
             raise ValueError(f"dataset.{key}: not an option of {name} (valid: {', '.join(valid) or 'none'})")
@@ -149,4 +170,4 @@ def load(cfg: dict, shard=(0, 1)) -> Dataset:
     """This rank's shard of the configured dataset."""
     extra = {k: v for k, v in cfg.items() if k not in BASE_KEYS}
     return REGISTRY[cfg["name"]](cfg["path"], shard, cfg["train_examples"],
-                                 cfg["test_examples"], **extra)
+                                 cfg["test_examples"], validation_count(cfg), **extra)

@@ -17,8 +17,10 @@ from . import config as config_mod
 from . import pruning
 
 FORMAT = "lth-mpi results"
-VERSION = 1
-CURVES = ("epoch", "iteration", "train_loss", "test_loss", "test_accuracy", "epoch_seconds")
+VERSION = 2    # 2: validation curves, early stop chosen on validation (1 still reads)
+CURVES = ("epoch", "iteration", "train_loss", "test_loss", "test_accuracy", "val_loss",
+          "val_accuracy", "epoch_seconds")
+NEW_IN_2 = ("val_loss", "val_accuracy")
 PHASES = ("setup", "dense", "wait", "broadcast", "cell", "drain", "gather")
 
 
@@ -40,6 +42,11 @@ class Writer:
         if resume and os.path.exists(path):
             self.f = h5py.File(path, "a")
             check_format(self.f, path)
+            version = int(self.f.attrs.get("format_version", 0))
+            if version != VERSION:
+                self.f.close()
+                raise ValueError(f"--resume: {path} has format version {version}, this lth-mpi "
+                                 f"writes {VERSION}; finish it with the version that started it")
             if self.f.attrs["config_hash"] != config_hash(cfg):
                 raise ValueError(f"--resume: {path} was written by a different config "
                                  f"(hash {self.f.attrs['config_hash']}, now {config_hash(cfg)})")
@@ -88,7 +95,7 @@ class Writer:
         for k in CURVES:
             g.create_dataset(k, data=history[k])
         acc = np.asarray(history["test_accuracy"])
-        best = int(np.argmax(acc))
+        best, split = select(history)
         g.attrs.update({
             "id": cell.id, "mask": cell.mask, "rewind": cell.rewind, "control": cell.control,
             "sparsity": sparsity, "sparsity_realized": realized,
@@ -96,6 +103,10 @@ class Writer:
             "t_start": t_start, "t_end": t_end, "seconds": t_end - t_start,
             "final_test_accuracy": float(acc[-1]),
             "final_test_loss": float(history["test_loss"][-1]),
+            "final_val_accuracy": float(history["val_accuracy"][-1]),
+            # the early-stop point is chosen on `selected_on`; test is only reported there
+            "selected_on": split,
+            "best_val_accuracy": float(history["val_accuracy"][best]),
             "best_test_accuracy": float(acc[best]),
             "best_iteration": int(history["iteration"][best])})
         self.f.flush()
@@ -114,7 +125,30 @@ class Writer:
         self.f.close()
 
 
+def select(history: dict) -> tuple[int, str]:
+    """(epoch index of the early-stop point, split it was chosen on): the first epoch of
+    highest validation accuracy; the test accuracy when there is no validation split (which
+    biases the number reported at that point upward, and says so)."""
+    val = np.asarray(history["val_accuracy"], np.float64)
+    if len(val) and np.all(np.isfinite(val)):
+        return int(np.argmax(val)), "validation"
+    return int(np.argmax(np.asarray(history["test_accuracy"]))), "test"
+
+
 # --- reading --------------------------------------------------------------------------------
+
+def read_curves(g: h5py.Group) -> dict:
+    """A cell's (or the dense run's) curves; those a version-1 file lacks come back NaN."""
+    n = len(g["epoch"])
+    return {k: g[k][()] if k in g else np.full(n, np.nan) for k in CURVES}
+
+
+def upgrade_cell(row: dict) -> dict:
+    """A version-1 cell's attributes in version 2's terms: its early stop was chosen on test."""
+    row.setdefault("selected_on", "test")
+    row.setdefault("final_val_accuracy", float("nan"))
+    row.setdefault("best_val_accuracy", float("nan"))
+    return row
 
 def check_format(f: h5py.File, path: str) -> None:
     if f.attrs.get("format") != FORMAT:
@@ -142,8 +176,8 @@ def read_cells(path: str) -> list[dict]:
         for name, g in f["cells"].items():
             row = {"name": name, **{k: v.item() if hasattr(v, "item") else v
                                     for k, v in g.attrs.items()}}
-            row.update({k: g[k][()] for k in CURVES})
-            out.append(row)
+            row.update(read_curves(g))
+            out.append(upgrade_cell(row))
     return sorted(out, key=lambda r: r["id"])
 
 

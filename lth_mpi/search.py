@@ -132,10 +132,10 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
     layout = parallel.split(cfg["parallel"]["group_size"])
     parallel.configure_tensorflow(layout, cfg["parallel"]["threads"])
     # this rank's data and model: checks that need them come before any file is created
-    group_data = data.load(cfg["dataset"], (layout.group_rank, layout.group_size))
-    model, prunable_idx = training.build_for(cfg, group_data, cfg["seed"])
     error = None
     try:
+        group_data = data.load(cfg["dataset"], (layout.group_rank, layout.group_size))
+        model, prunable_idx = training.build_for(cfg, group_data, cfg["seed"])
         if group_data.train_total < cfg["train"]["batch_size"]:
             raise ValueError(f"train.batch_size: {cfg['train']['batch_size']} is larger than the "
                              f"{group_data.train_total} training examples")

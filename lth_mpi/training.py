@@ -220,17 +220,21 @@ class Trainer:
         loss_sum, steps = np.asarray(self.total(np.array([self.loss_sum.numpy(), n], np.float64)))
         return float(loss_sum / steps)
 
-    def evaluate(self, batch: int = 1000) -> tuple[float, float]:
-        """(accuracy, mean loss) over the whole test set, summed over the group's shards."""
+    def evaluate(self, batch: int = 1000, split: str = "test") -> tuple[float, float]:
+        """(accuracy, mean loss) over the whole test (or validation) set, summed over the
+        group's blocks; NaN for an empty split."""
+        if split == "val" and self.data.val_total == 0:
+            return float("nan"), float("nan")
         sums = np.zeros(3)
-        for x, y in self.data.test_batches(batch):
+        batches = self.data.test_batches(batch) if split == "test" else self.data.val_batches(batch)
+        for x, y in batches:
             sums += self._eval_step(tf.constant(x), tf.constant(y)).numpy()
         sums = np.asarray(self.total(sums))
         return float(sums[0] / sums[2]), float(sums[1] / sums[2])
 
     def fit(self, epochs: int, seed: int, on_epoch=None, on_step=None, start: int = 0) -> dict:
-        """Train from iteration `start` to the end of epoch `epochs`, evaluating at the end of
-        every epoch; returns the curves, counted from the start of training (a ticket rewound
+        """Train from iteration `start` to the end of epoch `epochs`, evaluating on test and
+        validation at the end of every epoch; returns the curves, counted from the start of training (a ticket rewound
         to iteration k continues at k + 1; a start inside an epoch trains the rest of it).
         Epoch e's data order comes from (seed, e) and this rank's shard: the same on any
         layout (seeds.py).
@@ -239,7 +243,7 @@ class Trainer:
         on_epoch(epoch) lets the writer rank drain finished results while it trains.
         """
         hist = {k: [] for k in ("epoch", "iteration", "train_loss", "test_loss",
-                                "test_accuracy", "epoch_seconds")}
+                                "test_accuracy", "val_loss", "val_accuracy", "epoch_seconds")}
         spe, it = self.steps_per_epoch, start
         while it < epochs * spe:
             t0 = time.time()
@@ -249,7 +253,9 @@ class Trainer:
             it += steps
             self.agree()
             acc, loss = self.evaluate()
-            for k, v in zip(hist, (epoch, it, train_loss, loss, acc, time.time() - t0)):
+            val_acc, val_loss = self.evaluate(split="val")
+            for k, v in zip(hist, (epoch, it, train_loss, loss, acc, val_loss, val_acc,
+                                   time.time() - t0)):
                 hist[k].append(v)
             if on_epoch is not None:
                 on_epoch(epoch)

@@ -28,11 +28,13 @@ def cli(*args):
 
 # --- winning tickets ---------------------------------------------------------------------------
 
-def cell(mask, rewind, sparsity, final, best=None, control="none"):
+def cell(mask, rewind, sparsity, final, best=None, control="none", val=None):
     name = f"m{mask:02d}_{'r%d' % rewind if rewind >= 0 else 'init'}_{control}"
+    val = final if val is None else val
     return {"name": name, "mask": mask, "rewind": rewind, "sparsity": sparsity,
             "control": control, "final_test_accuracy": final,
-            "best_test_accuracy": final if best is None else best}
+            "best_test_accuracy": final if best is None else best,
+            "final_val_accuracy": val, "best_val_accuracy": val}
 
 
 HAND = [cell(0, 0, 0.5, 0.905), cell(0, 1, 0.5, 0.910),
@@ -67,8 +69,26 @@ def test_grid_best_cell_and_dense_band():
     assert n == 2 and mean == pytest.approx(0.83) and spread == pytest.approx(0.01)
     mean, spread, n = tickets.dense_band([0.5, 0.80, 0.82, 0.84], window=3)
     assert n == 3 and mean == pytest.approx(0.82) and spread == pytest.approx(np.sqrt(8e-4 / 3))
-    assert tickets.dense_reference([0.5, 0.9, 0.8], "final") == 0.8
-    assert tickets.dense_reference([0.5, 0.9, 0.8], "best") == 0.9
+    dense = {"test_accuracy": [0.5, 0.9, 0.8], "val_accuracy": [0.5, 0.7, 0.75]}
+    assert tickets.dense_reference(dense, "final") == 0.8
+    # the dense early stop is chosen on validation (epoch 3), the test accuracy taken there
+    assert tickets.dense_reference(dense, "best") == 0.8
+    assert tickets.dense_reference(dense, "best", "val") == 0.75
+    dense["val_accuracy"] = [np.nan] * 3                         # no validation split: on test
+    assert tickets.dense_reference(dense, "best") == 0.9
+
+
+def test_tickets_are_chosen_on_validation_and_reported_on_test():
+    # on test, m02 (0.9 sparsity) would pass a 0.895 bar; on validation it does not
+    hand = [cell(0, 0, 0.5, 0.905, val=0.90), cell(1, 0, 0.8, 0.880, val=0.899),
+            cell(2, 0, 0.9, 0.899, val=0.85)]
+    assert [w["name"] for w in tickets.winning_tickets(hand, 0.90, 0.005)] == ["m02_r0_none"]
+    wins = tickets.winning_tickets(hand, 0.90, 0.005, split="val")
+    assert [w["name"] for w in wins] == ["m01_r0_none"]
+    assert tickets.accuracy(wins[0], "final", "test") == 0.880     # what gets reported
+    assert tickets.best_cell(hand, split="val")["name"] == "m00_r0_none"
+    assert tickets.selection_split({"val_accuracy": [0.5]}, [{"val_accuracy": [0.4]}]) == "val"
+    assert tickets.selection_split({"val_accuracy": [np.nan]}, []) == "test"
 
 
 # --- utilization and serial time of a known timeline ------------------------------------------
@@ -153,7 +173,8 @@ def synthetic_run(path, p, f=0.1, t1=400.0, epochs=2):
     shapes, t0 = [(4, 3), (3,)], 1.7e9
     hist = {"epoch": np.array([1, 2]), "iteration": np.array([10, 20]),
             "train_loss": np.array([1.0, 0.5]), "test_loss": np.array([0.9, 0.6]),
-            "test_accuracy": np.array([0.8, 0.85]), "epoch_seconds": np.array([1.0, 1.0])}
+            "test_accuracy": np.array([0.8, 0.85]), "val_loss": np.array([0.9, 0.7]),
+            "val_accuracy": np.array([0.79, 0.84]), "epoch_seconds": np.array([1.0, 1.0])}
     w.write_dense(hist, ["k", "b"], shapes, [0], [0, 1], "epoch", np.zeros((2, 15), np.float32),
                   np.zeros((4, 2), np.uint8), [0.5, 0.8, 0.9, 0.95], [0.5, 0.8, 0.9, 0.95],
                   "global")
@@ -267,25 +288,28 @@ def test_report_of_a_real_run(real_runs, tmp_path):
     summary = (tmp_path / "summary.md").read_text()
     cells = results.read_cells(path)
     with h5py.File(path, "r") as f:
-        dense = float(f["dense/test_accuracy"][-1])
+        dense = float(f["dense/val_accuracy"][-1])       # tickets are chosen on validation
         t = f["timings/run0"][()]
         phases = json.loads(f["timings/run0"].attrs["phases"])
     for c in cells:
         assert f"| {c['name']} | {c['id']} |" in summary
         assert f"{100 * c['final_test_accuracy']:.2f}" in summary
-    ok = [c for c in cells if c["control"] == "none" and c["final_test_accuracy"] >= dense - 0.02]
+    assert "chosen on the validation split" in summary
+    ok = [c for c in cells if c["control"] == "none" and c["final_val_accuracy"] >= dense - 0.02]
     if ok:
         sparsest = max(c["sparsity"] for c in ok)
         top = max((c for c in ok if c["sparsity"] == sparsest),
-                  key=lambda c: c["final_test_accuracy"])
+                  key=lambda c: c["final_val_accuracy"])
         assert f"winning ticket {top['name']}" in proc.stdout
+        assert f"accuracy {100 * top['final_test_accuracy']:.2f}%" in proc.stdout  # test, reported
     else:
         assert "No finished ticket is within the tolerance" in summary
     wall = t[:, 4].max() - t[:, 3].min()
     busy = sum(r[4] - r[3] for r in t if phases[int(r[1])] in ("dense", "cell"))
     assert f"utilization {100 * busy / (2 * wall):.1f}%" in proc.stdout
     assert f"wall time {wall:.1f} s on 2 ranks" in summary
-    best = max((c for c in cells if c["control"] == "none"), key=lambda c: c["final_test_accuracy"])
+    best = max((c for c in cells if c["control"] == "none"),
+               key=lambda c: (c["final_val_accuracy"], c["sparsity"]))
     assert f"{100 * best['final_test_accuracy']:.2f} (best)" in summary
 
 

@@ -35,7 +35,8 @@ def make_idx_dir(tmp_path, compress, n_train=50, n_test=20):
 def test_idx_shards_cover_every_example_once(tmp_path, compress, shards):
     """IDX data is held whole on every rank; a group's batches cover each example once."""
     arrays = make_idx_dir(tmp_path, compress)
-    cfg = {"name": "mnist", "path": str(tmp_path), "train_examples": None, "test_examples": None}
+    cfg = {"name": "mnist", "path": str(tmp_path), "train_examples": None, "test_examples": None,
+           "validation_examples": 0}
     data.check(cfg)
     parts = [data.load(cfg, (i, shards)) for i in range(shards)]
     for p in parts:
@@ -54,7 +55,8 @@ def test_idx_shards_cover_every_example_once(tmp_path, compress, shards):
 
 def test_limit_and_errors(tmp_path):
     make_idx_dir(tmp_path, True)
-    cfg = {"name": "mnist", "path": str(tmp_path), "train_examples": 30, "test_examples": 5}
+    cfg = {"name": "mnist", "path": str(tmp_path), "train_examples": 30, "test_examples": 5,
+           "validation_examples": 0}
     d = data.load(cfg, (1, 2))
     assert d.train_total == 30 and len(d.x_train) == 30 and d.test_total == 5
     (tmp_path / "bad").write_bytes(b"\x00\x00\x0d\x01")
@@ -84,7 +86,8 @@ def test_real_fashion_mnist_if_installed():
         pytest.skip("dataset-fashion-mnist not installed")
     d = data.load({"name": "fashion_mnist", "path": None, "train_examples": None,
                    "test_examples": None}, (1, 4))
-    assert d.train_total == 60000 and d.test_total == 10000 and len(d.x_train) == 60000
+    assert d.train_total == 55000 and d.test_total == 10000 and len(d.x_train) == 55000
+    assert d.val_total == 5000 and d.val_pieces() == [(1250, 2500)]   # the default held out
     assert d.test_pieces() == [(2500, 5000)]                 # its quarter of the test set
     assert abs(d.x_train.mean() / 255 - 0.286) < 0.01
     assert sorted(np.unique(d.y_test)) == list(range(10))
@@ -333,7 +336,7 @@ def test_in_memory_auto_follows_the_size(h5_files, monkeypatch):
 def test_idx_readers_augment_too(tmp_path):
     make_idx_dir(tmp_path, False)
     cfg = {"name": "mnist", "path": str(tmp_path), "train_examples": None, "test_examples": None,
-           "augment": True}
+           "validation_examples": 0, "augment": True}
     data.check(cfg)
     d = data.load(cfg)
     assert d.augment and d.pad == 3 and not d.flip       # digits are not mirrored
@@ -348,11 +351,45 @@ def test_shipped_configs_accept_converted_files(tmp_path, config_name, shape, cl
     path = tmp_path / "converted.h5"
     make_h5(path, n_train=300, n_test=40, shape=shape, classes=classes)
     cfg = config.load(os.path.join(os.path.dirname(__file__), "..", "run", "configs", config_name),
-                      [f"dataset.path={path}"])
+                      [f"dataset.path={path}", "dataset.validation_examples=50"])
     data.check(cfg["dataset"])
     d = data.load(cfg["dataset"], (1, cfg["parallel"]["group_size"]))
+    assert d.train_total == 250 and d.val_total == 50
     assert d.augment and d.input_shape == shape and d.num_classes == classes
     wrong = tmp_path / "wrong.h5"
     make_h5(wrong, n_train=10, n_test=10, shape=(16, 16, 3))
     with pytest.raises(ValueError, match="expected " + "x".join(map(str, shape))):
         data.check(dict(cfg["dataset"], path=str(wrong)))
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_validation_is_the_training_splits_tail_never_trained_on(h5_files, in_memory):
+    path, splits = h5_files["sharded"]
+    cfg = h5_cfg(path, in_memory=in_memory, read_rows=64, validation_examples=150)
+    parts = [data.load(cfg, (i, 3)) for i in range(3)]
+    assert all(p.train_total == 850 and p.val_total == 150 for p in parts)
+    val = np.concatenate([ids(x) for p in parts for x, _ in p.val_batches(40)])
+    np.testing.assert_array_equal(val, np.arange(850, 1000))        # the last rows, once
+    labels = np.concatenate([y for p in parts for _, y in p.val_batches(40)])
+    np.testing.assert_array_equal(labels, val % 10)
+    trained = np.concatenate([ids(x) for p in parts for x, _ in p.train_batches(1, 850 // 48, 48)])
+    assert trained.max() < 850                                       # disjoint from training
+    with pytest.raises(ValueError, match=r"dataset.validation_examples: 1000 leaves no training "
+                                         r"examples \(the training split has 1000\)"):
+        data.load(dict(cfg, validation_examples=1000))
+    small = data.load(dict(cfg, validation_examples=150, train_examples=100))
+    assert small.train_total == 100 and small.val_total == 150     # the limit applies to the rest
+
+
+def test_idx_validation_split_and_defaults(tmp_path):
+    arrays = make_idx_dir(tmp_path, True)
+    cfg = {"name": "mnist", "path": str(tmp_path), "train_examples": None, "test_examples": None,
+           "validation_examples": 12}
+    d = data.load(cfg, (0, 1))
+    np.testing.assert_array_equal(d.x_val[..., 0], arrays["train"][0][38:])
+    np.testing.assert_array_equal(d.x_train[..., 0], arrays["train"][0][:38])
+    assert data.validation_count({"name": "fashion_mnist"}) == 5000
+    assert data.validation_count({"name": "cifar10", "validation_examples": None}) == 5000
+    assert data.validation_count({"name": "h5", "validation_examples": None}) == 0
+    with pytest.raises(ValueError, match="dataset.validation_examples: 5000 leaves no training"):
+        data.load(dict(cfg, validation_examples=None))

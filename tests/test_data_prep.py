@@ -219,7 +219,7 @@ def test_real_fashion_mnist_converts_to_what_the_idx_reader_reads(tmp_path):
     out = idx.convert(data.FASHION_MNIST_DIR, "fashion_mnist")
     h5format.write_file(str(tmp_path / "fm.h5"), "fashion_mnist", out["splits"],
                         out["class_names"], out["source"], out["sources"])
-    cfg = {"train_examples": None, "test_examples": None, "path": None}
+    cfg = {"train_examples": None, "test_examples": None, "path": None, "validation_examples": 0}
     direct = data.load(dict(cfg, name="fashion_mnist"), (1, 3))
     converted = data.load(dict(cfg, name="h5", path=str(tmp_path / "fm.h5")))
     np.testing.assert_array_equal(converted.x_train, direct.x_train)

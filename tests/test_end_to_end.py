@@ -24,6 +24,11 @@ def check_complete(path, n_ranks, group_size):
         epochs = [2] if c["rewind_point"] == 1 and c["control"] == "none" else [1, 2]
         assert list(c["epoch"]) == epochs and c["iteration"][-1] == 2 * (4000 // 100), c
         assert abs(c["sparsity_realized"] - c["sparsity"]) < 1e-3
+        # validation: 5000 held-out training examples choose the early stop; test is reported
+        assert c["selected_on"] == "validation" and np.all(np.isfinite(c["val_accuracy"]))
+        stop = int(np.argmax(c["val_accuracy"]))
+        assert c["best_iteration"] == c["iteration"][stop]
+        assert c["best_test_accuracy"] == c["test_accuracy"][stop]
     with h5py.File(path, "r") as f:
         assert f.attrs["status"] == "complete" and f.attrs["world_size"] == n_ranks
         assert len(json.loads(f.attrs["ranks"])) == n_ranks

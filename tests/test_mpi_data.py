@@ -127,7 +127,7 @@ def test_search_trains_resnet20_on_converted_cifar10(tmp_path):
     config = tmp_path / "cfg.yaml"
     config.write_text(f"""name: converted-cifar10
 model: {{name: resnet20}}
-dataset: {{name: cifar10, path: {tmp_path / 'c10.h5'}, augment: true}}
+dataset: {{name: cifar10, path: {tmp_path / 'c10.h5'}, augment: true, validation_examples: 100}}
 train: {{epochs: 1, batch_size: 100, optimizer: sgd, learning_rate: 0.05}}
 rewind: {{unit: epoch, points: [0]}}
 prune: {{sparsities: [0.5]}}
@@ -139,7 +139,8 @@ parallel: {{group_size: 2}}
     assert proc.returncode == 0, proc.stdout + proc.stderr
     cells = results.read_cells(str(tmp_path / "r.h5"))
     assert [c["name"] for c in cells] == ["m00_r0_none"]
-    assert len(cells[0]["test_accuracy"]) == 1 and cells[0]["iteration"][-1] == 600 // 100
+    assert len(cells[0]["test_accuracy"]) == 1 and cells[0]["iteration"][-1] == 500 // 100
+    assert np.isfinite(cells[0]["val_accuracy"]).all()           # 100 held-out examples
     with h5py.File(tmp_path / "r.h5", "r") as f:
         assert f.attrs["status"] == "complete" and len(f["dense/test_accuracy"]) == 1
 
@@ -152,7 +153,8 @@ def test_search_trains_mobilenet_v2_on_a_converted_tree_streamed(tree, tmp_path)
     config = tmp_path / "cfg.yaml"
     config.write_text(f"""name: converted-tree
 model: {{name: mobilenet_v2, alpha: 0.35, stem_stride: 1}}
-dataset: {{name: imagenet64, path: {tmp_path / 'in64.h5'}, augment: true, in_memory: false}}
+dataset: {{name: imagenet64, path: {tmp_path / 'in64.h5'}, augment: true, in_memory: false,
+           validation_examples: 40}}
 train: {{epochs: 1, batch_size: 60, optimizer: sgd, learning_rate: 0.05, xla: false}}
 rewind: {{unit: epoch, points: [0]}}
 prune: {{sparsities: [0.5]}}
@@ -162,4 +164,5 @@ parallel: {{group_size: 2}}
     proc = lth(2, str(config), "--output", str(tmp_path / "r.h5"), timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     cells = results.read_cells(str(tmp_path / "r.h5"))
-    assert [c["name"] for c in cells] == ["m00_r0_none"] and cells[0]["iteration"][-1] == 244 // 60
+    assert [c["name"] for c in cells] == ["m00_r0_none"] and cells[0]["iteration"][-1] == (244 - 40) // 60
+    assert cells[0]["selected_on"] == "validation"               # streamed from the file's tail

@@ -13,7 +13,8 @@ CFG = config.load(raw={"model": {"name": "lenet_300_100"}, "prune": {"sparsities
 def history(acc):
     return {"epoch": np.array([1, 2]), "iteration": np.array([10, 20]),
             "train_loss": np.array([1.0, 0.5]), "test_loss": np.array([0.9, 0.6]),
-            "test_accuracy": np.array([acc - 0.1, acc]), "epoch_seconds": np.array([1.0, 1.1])}
+            "test_accuracy": np.array([acc - 0.1, acc]), "val_loss": np.array([0.8, 0.7]),
+            "val_accuracy": np.array([acc - 0.05, acc - 0.06]), "epoch_seconds": np.array([1.0, 1.1])}
 
 
 def write(path, cells=None):
@@ -56,7 +57,11 @@ def test_round_trip(tmp_path):
     cells = results.read_cells(str(path))
     assert [c["name"] for c in cells] == [c.name for c in plan.cells(2, 2, ["random_reinit"])]
     assert cells[3]["final_test_accuracy"] == pytest.approx(0.73)
-    assert cells[3]["best_iteration"] == 20 and cells[3]["seconds"] == pytest.approx(1.5)
+    assert cells[3]["seconds"] == pytest.approx(1.5)
+    # the early stop is chosen on validation (best at epoch 1), test is reported there
+    assert cells[3]["selected_on"] == "validation" and cells[3]["best_iteration"] == 10
+    assert cells[3]["best_test_accuracy"] == pytest.approx(0.63)
+    assert cells[3]["best_val_accuracy"] == pytest.approx(0.68)
     np.testing.assert_array_equal(cells[0]["test_loss"], [0.9, 0.6])
     table = results.accuracy_table(str(path))
     assert "dense test accuracy: 0.8000" in table and "0.7300" in table
@@ -82,3 +87,31 @@ def test_refuses_foreign_file(tmp_path):
         f["data"] = [1, 2]
     with pytest.raises(results.NotAResultsFile, match="not an lth-mpi results file"):
         results.read_cells(str(path))
+
+
+def test_selection_uses_validation_else_says_test():
+    h = history(0.8)
+    assert results.select(h) == (0, "validation")
+    h["val_accuracy"] = np.full(2, np.nan)           # no validation split
+    assert results.select(h) == (1, "test")
+
+
+def test_version_1_files_still_read(tmp_path):
+    """A file written before validation curves: what the writer of version 1 wrote."""
+    path = tmp_path / "v1.h5"
+    w, *_ = write(path)
+    w.close(complete=True)
+    with h5py.File(path, "a") as f:
+        f.attrs["format_version"] = 1
+        for g in [f["dense"]] + list(f["cells"].values()):
+            for k in results.NEW_IN_2:
+                del g[k]
+            for k in ("selected_on", "best_val_accuracy", "final_val_accuracy"):
+                g.attrs.pop(k, None)
+    cells = results.read_cells(str(path))
+    assert cells[0]["selected_on"] == "test" and np.isnan(cells[0]["best_val_accuracy"])
+    assert np.isnan(cells[0]["val_accuracy"]).all() and len(cells[0]["val_accuracy"]) == 2
+    with pytest.raises(ValueError, match="has format version 1, this lth-mpi writes 2"):
+        results.Writer(str(path), CFG, {}, 6, resume=True)
+    with h5py.File(path, "r") as f:
+        assert f.attrs["status"] == "complete"       # the refused resume left it alone
