@@ -46,9 +46,10 @@ def _log_remaining_axis(ax, values):
 
 
 def _by_curve(res, metric_key: str):
-    """{label: (rewind or -1, control, sorted [(remaining, value)])} over the finished cells."""
+    """{label: (rewind or -1, control, sorted [(remaining, value)])} over the finished cells
+    (diverged ones left out: they have no accuracy)."""
     curves = {}
-    for c in res.cells:
+    for c in tickets.trained(res.cells):
         label = (f"rewind to {res.point_label(c['rewind'])}" if c["control"] == "none"
                  else c["control"].replace("_", " "))
         curves.setdefault(label, (c["rewind"], c["control"], []))[2].append(

@@ -133,16 +133,31 @@ def accuracy_section(res: Results, metric: str, window, figs: dict) -> list:
         for r in range(len(res.points)):
             v = acc[m, r]
             mark = " (best)" if best and (best["mask"], best["rewind"]) == (m, r) else ""
-            row.append("–" if np.isnan(v) else f"{100 * v:.2f}{mark}")
+            gone = [c for c in tickets.diverged(res.cells)
+                    if (c["mask"], c["rewind"], c["control"]) == (m, r, "none")]
+            row.append("diverged" if gone else "–" if np.isnan(v) else f"{100 * v:.2f}{mark}")
         for ctl in res.controls:
             hit = [c for c in res.cells if c["mask"] == m and c["control"] == ctl]
-            row.append(f"{100 * tickets.accuracy(hit[0], metric):.2f}" if hit else "–")
+            row.append(_control_entry(hit, metric))
         rows.append(row)
+    gone = tickets.diverged(res.cells)
+    if gone:
+        out += [("p", f"{len(gone)} cell(s) diverged (non-finite loss or weights) and are "
+                      "left out of every selection: " + ", ".join(
+                          f"{c['name']} (epoch {c['diverged_epoch']})" for c in gone) + ".")]
     out += [("p", f"{metric.capitalize()} test accuracy (%) by sparsity and rewind point "
                   "(– : not finished):"),
             ("table", head, rows),
             ("img", figs["heatmap"], "accuracy heatmap")]
     return out
+
+
+def _control_entry(hit: list, metric: str) -> str:
+    if not hit:
+        return "–"
+    if tickets.diverged(hit):
+        return "diverged"
+    return f"{100 * tickets.accuracy(hit[0], metric):.2f}"
 
 
 def winners_section(res: Results, metric: str, tolerance: float) -> tuple[list, list]:
@@ -170,13 +185,13 @@ def winners_section(res: Results, metric: str, tolerance: float) -> tuple[list, 
                f"{100 * a:.2f}", f"{100 * (a - test_ref):+.2f}"]
         for ctl in res.controls:
             hit = [k for k in res.cells if k["mask"] == c["mask"] and k["control"] == ctl]
-            row.append(f"{100 * tickets.accuracy(hit[0], metric):.2f}" if hit else "–")
+            row.append(_control_entry(hit, metric))
         rows.append(row)
     return out + [("table", head, rows)], wins
 
 
 def curves_section(res: Results, sparsities, figs: dict) -> list:
-    stops = sorted({int(c["best_iteration"]) for c in res.cells})
+    stops = sorted({int(c["best_iteration"]) for c in tickets.trained(res.cells)})
     return [("h2", "Learning curves and early stopping"),
             ("p", "Test accuracy after each epoch at sparsities "
                   + ", ".join(_remain(s) for s in sparsities) + " of weights remaining; the "

@@ -54,9 +54,18 @@ def dense_band(test_accuracy, window: int | None = None) -> tuple[float, float, 
     return float(tail.mean()), float(tail.std()), window
 
 
+def trained(cells: list[dict]) -> list[dict]:
+    """The cells that trained to the end: diverged ones have no accuracy to compare."""
+    return [c for c in cells if c.get("status", "trained") != "diverged"]
+
+
+def diverged(cells: list[dict]) -> list[dict]:
+    return [c for c in cells if c.get("status", "trained") == "diverged"]
+
+
 def tickets(cells: list[dict]) -> list[dict]:
-    """The retrained tickets, without the controls."""
-    return [c for c in cells if c["control"] == "none"]
+    """The retrained tickets, without the controls and without diverged cells."""
+    return [c for c in trained(cells) if c["control"] == "none"]
 
 
 def grid(cells: list[dict], n_masks: int, n_rewinds: int, metric: str = "final",

@@ -90,13 +90,18 @@ class Writer:
         self.f.flush()
 
     def write_cell(self, cell, sparsity, realized, point, group, history: dict,
-                   t_start, t_end):
+                   t_start, t_end, diverged: int = 0):
+        """A finished cell; `diverged` is the epoch a diverged cell stopped at (0: trained).
+        A diverged cell's curves end at that epoch and its summary numbers are NaN."""
         g = self.f["cells"].create_group(cell.name)
         for k in CURVES:
             g.create_dataset(k, data=history[k])
         acc = np.asarray(history["test_accuracy"])
         best, split = select(history)
+        if diverged:
+            best, split = len(acc) - 1, "none"      # the last row is all NaN
         g.attrs.update({
+            "status": "diverged" if diverged else "trained", "diverged_epoch": int(diverged),
             "id": cell.id, "mask": cell.mask, "rewind": cell.rewind, "control": cell.control,
             "sparsity": sparsity, "sparsity_realized": realized,
             "rewind_point": -1 if point is None else point, "group": group,
@@ -108,7 +113,7 @@ class Writer:
             "selected_on": split,
             "best_val_accuracy": float(history["val_accuracy"][best]),
             "best_test_accuracy": float(acc[best]),
-            "best_iteration": int(history["iteration"][best])})
+            "best_iteration": -1 if diverged else int(history["iteration"][best])})
         self.f.flush()
 
     def write_timings(self, table: np.ndarray, t0: float):
@@ -122,6 +127,11 @@ class Writer:
 
     def close(self, complete: bool):
         self.f.attrs["status"] = "complete" if complete else "interrupted"
+        self.f.close()
+
+    def fail(self, message: str):
+        """The job stopped on an error it found (e.g. a diverged dense network)."""
+        self.f.attrs["status"], self.f.attrs["error"] = "failed", message
         self.f.close()
 
 
@@ -146,6 +156,8 @@ def read_curves(g: h5py.Group) -> dict:
 def upgrade_cell(row: dict) -> dict:
     """A version-1 cell's attributes in version 2's terms: its early stop was chosen on test."""
     row.setdefault("selected_on", "test")
+    row.setdefault("status", "trained")
+    row.setdefault("diverged_epoch", 0)
     row.setdefault("final_val_accuracy", float("nan"))
     row.setdefault("best_val_accuracy", float("nan"))
     return row
@@ -181,6 +193,14 @@ def read_cells(path: str) -> list[dict]:
     return sorted(out, key=lambda r: r["id"])
 
 
+def _entry(hit: list) -> str:
+    if not hit:
+        return "-"
+    if hit[0]["status"] == "diverged":
+        return f"div@{hit[0]['diverged_epoch']}"
+    return f"{hit[0]['final_test_accuracy']:.4f}"
+
+
 def accuracy_table(path: str) -> str:
     """Final test accuracy by sparsity (rows) and rewind point (columns), as text."""
     with h5py.File(path, "r") as f:
@@ -196,10 +216,10 @@ def accuracy_table(path: str) -> str:
         row = [f"{s:.3f}", f"{100 * (1 - s):.1f}%"]
         for r in range(len(points)):
             hit = [c for c in cells if c["mask"] == m and c["rewind"] == r and c["control"] == "none"]
-            row.append(f"{hit[0]['final_test_accuracy']:.4f}" if hit else "-")
+            row.append(_entry(hit))
         for ctl in controls:
             hit = [c for c in cells if c["mask"] == m and c["control"] == ctl]
-            row.append(f"{hit[0]['final_test_accuracy']:.4f}" if hit else "-")
+            row.append(_entry(hit))
         rows.append(row)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     fmt = "  ".join(f"{{:>{w}}}" for w in widths)

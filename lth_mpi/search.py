@@ -64,6 +64,10 @@ def check_model(cfg: dict, model, prunable_idx, steps_per_epoch: int) -> None:
                                  "leaves nothing to retrain under rewind.retrain: remaining")
 
 
+class Diverged(ValueError):
+    """The dense network's loss or weights became non-finite."""
+
+
 def dense_phase(cfg, dense_data, group=None):
     """Train the dense net, snapshotting weights at every rewind point; returns (history,
     checkpoints as (N, n_weights) float32, packed masks, realized sparsities).
@@ -87,6 +91,10 @@ def dense_phase(cfg, dense_data, group=None):
     on_step = snapshot if unit == "iteration" else None
     history = trainer.fit(cfg["train"]["epochs"], seeds.derive(cfg["seed"], seeds.DENSE),
                           on_epoch=on_epoch, on_step=on_step)
+    if history["diverged"]:   # a NaN kernel would sort as the largest magnitude: no masks
+        raise Diverged(f"train: the dense network diverged in epoch {history['diverged']} "
+                       f"(non-finite loss or weights) at learning_rate "
+                       f"{cfg['train']['learning_rate']:g}; no masks were computed")
     kernels = training.prunable_weights(model, prunable_idx, trainer.weights())
     packed, realized = [], []
     for s in cfg["prune"]["sparsities"]:
@@ -176,7 +184,7 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
     shapes = [tuple(w.shape) for w in model.weights]
     n_weights = sum(int(np.prod(s)) for s in shapes)
     packed_len = (sum(int(np.prod(shapes[i])) for i in prunable_idx) + 7) // 8
-    ckpts = packed = realized = None
+    ckpts = packed = realized = error = None
     data_parallel = cfg["parallel"]["dense"] == "data_parallel" and not have_dense
     t = time.time()
     if layout.is_writer and have_dense:
@@ -187,13 +195,16 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
         print(f"lth-mpi: resuming {cfg['output']}: dense phase and {len(done)} of "
               f"{len(grid)} cells already done", flush=True)
     elif layout.is_writer or data_parallel:
-        if data_parallel:   # every rank trains on its shard of the whole training set
-            history, ckpts, packed, realized = dense_phase(
-                cfg, data.load(cfg["dataset"], (layout.rank, layout.size)),
-                parallel.world_reducers(layout))
-        else:
-            history, ckpts, packed, realized = dense_phase(cfg, data.load(cfg["dataset"]))
-        if layout.is_writer:
+        try:
+            if data_parallel:   # every rank trains on its shard of the whole training set
+                history, ckpts, packed, realized = dense_phase(
+                    cfg, data.load(cfg["dataset"], (layout.rank, layout.size)),
+                    parallel.world_reducers(layout))
+            else:
+                history, ckpts, packed, realized = dense_phase(cfg, data.load(cfg["dataset"]))
+        except Diverged as exc:
+            error = str(exc)
+        if layout.is_writer and not error:
             writer.write_dense(history, [w.path for w in model.weights], shapes, prunable_idx,
                                points, cfg["rewind"]["unit"], ckpts, packed, sp, realized,
                                cfg["prune"]["scope"])
@@ -204,6 +215,11 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
     t = time.time()
     parallel.wait_quietly()
     timeline.add("wait", t)
+    error = parallel.agree(error)
+    if error:
+        if layout.is_writer:
+            writer.fail(error)
+        fail(error)
 
     # --- 4. broadcast rewind checkpoints and masks (bit-exact buffers) ----------------------
     t = time.time()
@@ -228,18 +244,20 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
 
     def on_result(msg):
         cell = grid[int(msg[0])]
-        n = int(msg[4])
-        hist = dict(zip(results.CURVES, msg[5:].reshape(len(results.CURVES), n)))
+        n, diverged = int(msg[4]), int(msg[5])
+        hist = dict(zip(results.CURVES, msg[6:].reshape(len(results.CURVES), n)))
         point = points[cell.rewind] if cell.rewind >= 0 else None
         writer.write_cell(cell, sp[cell.mask], realized[cell.mask], point, int(msg[1]), hist,
-                          msg[2], msg[3])
+                          msg[2], msg[3], diverged)
         progress["done"] += 1
         progress["work"] += length[cell.id]
         elapsed = time.time() - t_grid
         eta = elapsed / progress["work"] * (progress["total"] - progress["work"])
         where = f"{cfg['rewind']['unit']} {point}" if point is not None else "fresh init"
+        outcome = (f"DIVERGED in epoch {diverged}" if diverged
+                   else f"acc {hist['test_accuracy'][-1]:.4f}")
         print(f"[{progress['done'] + len(done):>4}/{len(grid)}] {cell.name:<24} sparsity "
-              f"{sp[cell.mask]:.3f} {where:<12} acc {hist['test_accuracy'][-1]:.4f}  "
+              f"{sp[cell.mask]:.3f} {where:<12} {outcome}  "
               f"cell {msg[3] - msg[2]:6.1f}s  elapsed {elapsed:7.1f}s  ETA {eta:7.1f}s",
               flush=True)
 
@@ -266,7 +284,7 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
         if layout.is_leader:
             curves = np.concatenate([np.asarray(hist[k], np.float64) for k in results.CURVES])
             channel.send(np.concatenate([[cell.id, layout.group, t, time.time(),
-                                          len(hist["epoch"])], curves]))
+                                          len(hist["epoch"]), hist["diverged"]], curves]))
 
     # --- 6. gather: remaining cells to the writer, then every rank's timings ---------------
     t = time.time()

@@ -241,25 +241,40 @@ class Trainer:
 
         on_step(global_step) lets the dense phase snapshot rewind points in iterations;
         on_epoch(epoch) lets the writer rank drain finished results while it trains.
+
+        Divergence: an epoch whose mean train loss or whose weights are not finite ends the
+        training there; its row has NaN evaluations and `diverged` (0 otherwise) is that
+        epoch. The loss is the group's sum and the weights the leader's, so every rank of a
+        group decides alike.
         """
         hist = {k: [] for k in ("epoch", "iteration", "train_loss", "test_loss",
                                 "test_accuracy", "val_loss", "val_accuracy", "epoch_seconds")}
-        spe, it = self.steps_per_epoch, start
-        while it < epochs * spe:
+        spe, it, diverged = self.steps_per_epoch, start, 0
+        while it < epochs * spe and not diverged:
             t0 = time.time()
             epoch = it // spe + 1
             steps = epoch * spe - it
             train_loss = self.train_epoch(seeds.derive(seed, epoch), on_step, it, steps)
             it += steps
             self.agree()
-            acc, loss = self.evaluate()
-            val_acc, val_loss = self.evaluate(split="val")
+            if not (np.isfinite(train_loss) and self.finite()):
+                diverged = epoch
+                acc = loss = val_acc = val_loss = float("nan")
+            else:
+                acc, loss = self.evaluate()
+                val_acc, val_loss = self.evaluate(split="val")
             for k, v in zip(hist, (epoch, it, train_loss, loss, acc, val_loss, val_acc,
                                    time.time() - t0)):
                 hist[k].append(v)
             if on_epoch is not None:
                 on_epoch(epoch)
-        return {k: np.asarray(v) for k, v in hist.items()}
+        out = {k: np.asarray(v) for k, v in hist.items()}
+        out["diverged"] = diverged
+        return out
+
+    def finite(self) -> bool:
+        """Every weight (BatchNorm statistics included) is finite."""
+        return all(bool(np.isfinite(np.asarray(w)).all()) for w in self.model.weights)
 
 
 def prunable_weights(model, prunable_idx, weights) -> dict[str, np.ndarray]:

@@ -61,3 +61,16 @@ def test_mixed_precision_computes_in_float16_keeps_float32_weights():
             assert np.all(trainer.weights()[i][~m] == 0)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_divergence_stops_training_at_the_epoch_it_happens():
+    cfg, trainer, idx, start, masks = setup(optimizer="sgd", learning_rate=50.0)
+    trainer.load(start)
+    hist = trainer.fit(4, seed=1)
+    assert hist["diverged"] >= 1 and len(hist["epoch"]) == hist["diverged"] < 4   # stopped early
+    assert not np.isfinite(hist["train_loss"][-1]) or not trainer.finite()
+    assert np.isnan(hist["test_accuracy"][-1]) and np.isnan(hist["val_accuracy"][-1])
+    cfg, trainer, idx, start, masks = setup(optimizer="sgd", learning_rate=0.01)
+    trainer.load(start)
+    hist = trainer.fit(2, seed=1)
+    assert hist["diverged"] == 0 and trainer.finite() and len(hist["epoch"]) == 2
