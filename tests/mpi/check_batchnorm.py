@@ -1,7 +1,8 @@
 """One model per cell at any group size, for a BatchNorm network (resnet20, real Fashion-MNIST).
 
 Run on 2 ranks: a group of 2 trains one cell without and with synchronized BatchNorm and must
-end every epoch with bit-identical weights and moving statistics on both ranks; then rank 0
+end every epoch with bit-identical weights and moving statistics on both ranks, through
+Horovod (the grid's groups) and through mpi4py (the data-parallel dense phase); then rank 0
 alone trains the same cell (G = 1, sync on, and once more with 1 thread instead of 2 for the
 summation-order reference). Curves are written to OUT.npz for the test to compare.
 
@@ -23,7 +24,8 @@ assert world.Get_size() == 2
 def cfg_for(sync, group_size):
     return config.load(raw={
         "model": {"name": "resnet20", "width": 8}, "prune": {"sparsities": [0.5]},
-        "dataset": {"name": "fashion_mnist", "train_examples": 2048, "test_examples": 1000},
+        "dataset": {"name": "fashion_mnist", "train_examples": 2048, "test_examples": 1000,
+                    "validation_examples": 1000},
         "train": {"epochs": 2, "batch_size": 128, "optimizer": "sgd", "learning_rate": 0.005,
                   "sync_batchnorm": sync},
         "parallel": {"group_size": group_size}})
@@ -80,8 +82,20 @@ for sync in (False, True):
     found[f"g2_sync{int(sync)}_loss"] = hist["train_loss"]
     found[f"g2_sync{int(sync)}_weights"] = np.concatenate([w.ravel() for w in trainer.weights()])
 
+# the data-parallel dense phase: the world as one group, through mpi4py instead of Horovod
+world_group = parallel.world_reducers(layout)
+for sync in (False, True):
+    checked = []
+
+    def check(trainer):
+        both = world.allgather(digest(trainer))
+        assert both[0] == both[1], f"world sync={sync}: ranks differ after an epoch"
+        checked.append(both[0])
+    hist, trainer = train(cfg_for(sync, 2), (layout.rank, 2), world_group, check)
+    assert len(checked) == 2
+    found[f"world_sync{int(sync)}_weights"] = np.concatenate([w.ravel() for w in trainer.weights()])
+
 if layout.rank == 0:
-    import tensorflow as tf
     for name, sync, reverse in (("g1_sync1", True, False), ("g1_sync0", False, False),
                                 ("g1rev_sync1", True, True)):
         hist, trainer = train(cfg_for(sync, 1), (0, 1), None, reverse=reverse)
