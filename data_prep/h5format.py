@@ -196,6 +196,17 @@ def write_index(path: str, shards: dict, name: str, class_names, source: str, so
 
 # --- reading the header ---------------------------------------------------------------------
 
+def identity(path: str) -> dict:
+    """What a converted file is, from its attributes (cheap at any size): the checksums of
+    its sources and shards, the conversion options, split sizes and statistics."""
+    with h5py.File(path, "r") as f:
+        keys = ("dataset", "source_sha256", "options", "shards", "mean", "std", "class_names")
+        out = {k: (f.attrs[k].tolist() if hasattr(f.attrs[k], "tolist") else str(f.attrs[k]))
+               for k in keys if k in f.attrs}
+        out.update({f"{s}_total": len(f[s]["labels"]) for s in SPLITS if s in f})
+    return out
+
+
 def describe(path: str) -> dict:
     """The header of a converted dataset, checked: shapes, classes, statistics, and for an
     index, that every shard file is there (a missing shard would read as zeros).

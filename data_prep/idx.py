@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 
 import numpy as np
 
@@ -42,7 +43,7 @@ def read_idx(path: str, shard=(0, 1), limit: int | None = None) -> np.ndarray:
             offset = 4 + 4 * ndim
             if path.endswith(".gz"):
                 data = np.frombuffer(fh.read(), dtype=np.uint8)
-    except (OSError, EOFError) as exc:     # gzip's BadGzipFile is an OSError
+    except (OSError, EOFError, zlib.error) as exc:   # gzip's BadGzipFile is an OSError
         raise ValueError(f"{path} cannot be read ({exc})") from None
     if not path.endswith(".gz"):
         data = np.memmap(path, dtype=np.uint8, mode="r", offset=offset)

@@ -30,10 +30,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     from . import config, parallel, search   # after argparse, so --help needs no MPI
-    overrides = list(args.set) + ([f"output={args.output}"] if args.output else [])
+    literal = {"output": args.output} if args.output else {}   # a path, never YAML
     cfg, error = None, None
     try:
-        cfg = config.load(args.config, overrides, world_size=parallel.world_size())
+        cfg = config.load(args.config, args.set, world_size=parallel.world_size(), literal=literal)
     except config.ConfigError as exc:
         error = str(exc)
     error = parallel.agree(error)   # a file missing on one node fails every rank alike

@@ -7,6 +7,7 @@ key of the first problem in one line, so that every rank can print the same erro
 from __future__ import annotations
 
 import copy
+import math
 import os
 
 import yaml
@@ -107,7 +108,12 @@ def _check(cfg: dict, world_size: int | None) -> None:
         section, key = dotted.split(".")
         if cfg[section][key] not in choices:
             raise ConfigError(f"{dotted}: {cfg[section][key]!r} is not one of {', '.join(choices)}")
+    if not 0 <= cfg["seed"] < 2 ** 32:
+        raise ConfigError(f"seed: must be in [0, 2^32), got {cfg['seed']}")
     t = cfg["train"]
+    for key in ("learning_rate", "momentum", "weight_decay"):
+        if not math.isfinite(t[key]):
+            raise ConfigError(f"train.{key}: must be a finite number, got {t[key]}")
     for key in ("epochs", "batch_size"):
         if t[key] < 1:
             raise ConfigError(f"train.{key}: must be >= 1, got {t[key]}")
@@ -140,6 +146,8 @@ def _check(cfg: dict, world_size: int | None) -> None:
         if cfg["rewind"]["unit"] == "epoch" and p == t["epochs"] and remaining(cfg):
             raise ConfigError(f"rewind.points: epoch {p} is the end of training, which leaves "
                               "nothing to retrain under rewind.retrain: remaining")
+    if len(set(map(str, cfg["controls"]))) != len(cfg["controls"]):
+        raise ConfigError(f"controls: duplicate entries in {cfg['controls']}")
     for c in cfg["controls"]:
         if c not in CONTROLS:
             raise ConfigError(f"controls: unknown control {c!r} (valid: {', '.join(CONTROLS)})")
@@ -167,13 +175,14 @@ def _check(cfg: dict, world_size: int | None) -> None:
                           f"parallel.group_size {par['group_size']}")
 
 
-def set_dotted(raw: dict, assignment: str) -> None:
-    """Apply one `dotted.key=value` override to the raw (unvalidated) config."""
+def set_dotted(raw: dict, assignment: str, literal: bool = False) -> None:
+    """Apply one `dotted.key=value` override to the raw (unvalidated) config; the value is
+    parsed as YAML unless `literal` (paths from the command line are strings as given)."""
     if "=" not in assignment:
         raise ConfigError(f"--set {assignment}: expected dotted.key=value")
     dotted, text = assignment.split("=", 1)
     try:
-        value = yaml.safe_load(text) if text else ""
+        value = text if literal else (yaml.safe_load(text) if text else "")
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {dotted}: cannot parse {text!r} ({exc.problem})") from None
     node = raw
@@ -186,8 +195,9 @@ def set_dotted(raw: dict, assignment: str) -> None:
 
 
 def load(path: str | None = None, overrides: list[str] = (), world_size: int | None = None,
-         raw: dict | None = None) -> dict:
-    """Read, override and validate a config; raises ConfigError with a one-line message."""
+         raw: dict | None = None, literal: dict | None = None) -> dict:
+    """Read, override and validate a config; raises ConfigError with a one-line message.
+    `literal` maps dotted keys to values set as given, after the overrides (--output)."""
     if raw is None:
         if not os.path.isfile(path):
             raise ConfigError(f"config: file not found: {path}")
@@ -200,6 +210,8 @@ def load(path: str | None = None, overrides: list[str] = (), world_size: int | N
     raw = copy.deepcopy(raw)
     for assignment in overrides:
         set_dotted(raw, assignment)
+    for dotted, value in (literal or {}).items():
+        set_dotted(raw, f"{dotted}={value}", literal=True)
     cfg = _merge(SCHEMA, raw, "", False)
     _check(cfg, world_size)
     return cfg

@@ -12,7 +12,9 @@ dataset's per-channel mean and std. Every reader returns a data_prep.reader.Data
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import os
 
 import numpy as np
@@ -37,6 +39,11 @@ def _idx_dataset(name, directory, shard, train_examples, test_examples, validati
             if len(x) != len(y):
                 raise ValueError(f"{directory}: {part} images and labels differ in count")
             split[part] = (x, y)
+        for part, (_, y) in split.items():
+            if len(y) and (y.min() < 0 or y.max() > 9):
+                bad = int(y.max() if y.max() > 9 else y.min())
+                raise ValueError(f"{idx_path(directory, IDX_FILES[part][1])}: label {bad} is "
+                                 "outside the 10 classes 0..9")
     except ValueError as exc:
         raise ValueError(f"dataset.path: {exc}") from None
     (x, y), n_all = split["train"], len(split["train"][1])
@@ -164,6 +171,28 @@ def check(cfg: dict) -> None:
         if cfg["path"] is None:
             raise ValueError(f"dataset.path: {name} needs a file converted by python -m data_prep")
         reader.check_kind(h5format.describe(cfg["path"]), cfg["path"], EXPECT[name])
+
+
+def fingerprint(cfg: dict) -> str:
+    """What identifies the data a search was run on, wherever it now lives: the sha256 of the
+    IDX files' bytes, or of a converted file's recorded identity (its sources' checksums,
+    conversion options, shards, sizes and statistics); synthetic data by its options."""
+    h = hashlib.sha256()
+    name = cfg["name"]
+    if name in ("fashion_mnist", "mnist"):
+        directory = cfg["path"] or FASHION_MNIST_DIR
+        for images, labels in IDX_FILES.values():
+            for stem in (images, labels):
+                with open(idx_path(directory, stem), "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(block)
+    elif name in EXPECT:
+        info = h5format.identity(cfg["path"])
+        h.update(json.dumps(info, sort_keys=True).encode())
+    else:
+        h.update(json.dumps({k: v for k, v in cfg.items() if k != "path"}, sort_keys=True,
+                            default=str).encode())
+    return f"{name}:{h.hexdigest()[:16]}"
 
 
 def load(cfg: dict, shard=(0, 1)) -> Dataset:

@@ -39,7 +39,14 @@ def build(name: str, input_shape: tuple, num_classes: int, options: dict | None 
     check(name, options)
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    return REGISTRY[name](input_shape, num_classes, **options)
+    try:
+        return REGISTRY[name](input_shape, num_classes, **options)
+    except (ValueError, TypeError) as exc:   # a value the builder (or Keras) rejects
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if text.startswith("model."):
+            raise ValueError(text) from None
+        given = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "no options"
+        raise ValueError(f"model: {name} cannot be built with {given} ({text})") from None
 
 
 def prunable(model: keras.Model, exclude: list[str] = ()) -> list[int]:
@@ -148,6 +155,8 @@ def mobilenet_v2(input_shape, num_classes, alpha=1.0, stem_stride=2):
 
     stem_stride=1 keeps more resolution for 32x32 or 64x64 inputs (the seeds' ImageNet-64).
     """
+    if not alpha > 0:
+        raise ValueError(f"model.alpha: the width multiplier must be > 0, got {alpha}")
     # (expansion t, channels c, repeats n, first stride s), from the paper's Table 2
     spec = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
             (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]

@@ -60,6 +60,7 @@ def describe(cfg: dict, world_size: int, done: set[str] = frozenset()) -> str:
     unit = cfg["rewind"]["unit"]
     lines = [f"plan: {len(sp)} masks x {len(pts)} rewind points ({unit}s {pts})"
              f" + controls {cfg['controls'] or 'none'} = {len(grid)} cells",
+             f"output: {cfg['output']}",
              f"ranks: {world_size} in {len(groups)} groups of {g}; dense phase "
              + ("on rank 0" if cfg["parallel"]["dense"] == "rank0"
                 else f"data-parallel on all {world_size} ranks")

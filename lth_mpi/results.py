@@ -28,28 +28,60 @@ class NotAResultsFile(ValueError):
     """The file is not an lth-mpi results file."""
 
 
+# settings that change where things go or how fast, never the numbers: --resume ignores them
+# (a moved dataset is found by path, and recognised by its fingerprint)
+NOT_RESULTS = ("output", "parallel.threads", "dataset.path", "dataset.prefetch")
+
+
+def _flat(cfg: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def result_keys(cfg: dict) -> dict:
+    """The flattened config without NOT_RESULTS: what decides the results."""
+    return {k: v for k, v in _flat(cfg).items() if k not in NOT_RESULTS}
+
+
 def config_hash(cfg: dict) -> str:
-    """Identity of the experiment: the config without where its output goes."""
-    same = {k: v for k, v in cfg.items() if k != "output"}
-    return hashlib.sha256(config_mod.dump(same).encode()).hexdigest()[:16]
+    """Identity of the experiment, independent of key order and of NOT_RESULTS."""
+    text = config_mod.yaml.safe_dump(result_keys(cfg), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def check_resumable(f: h5py.File, path: str, cfg: dict, fingerprint: str | None) -> None:
+    """Refuse to continue a file of another format version, config or dataset."""
+    check_format(f, path)
+    version = int(f.attrs.get("format_version", 0))
+    if version != VERSION:
+        raise ValueError(f"--resume: {path} has format version {version}, this lth-mpi "
+                         f"writes {VERSION}; finish it with the version that started it")
+    if f.attrs["config_hash"] != config_hash(cfg):
+        old, new = result_keys(config_mod.yaml.safe_load(f.attrs["config"])), result_keys(cfg)
+        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise ValueError(f"--resume: {path} was written by a different config "
+                         f"({', '.join(keys) or 'hash'} differ)")
+    was = f.attrs.get("dataset_fingerprint")
+    if fingerprint and was and was != fingerprint:
+        raise ValueError(f"--resume: {path} was written with other data: the dataset's "
+                         f"fingerprint was {was}, it is now {fingerprint}")
 
 
 class Writer:
     """Appends to a results file; every write ends in a flush, so a killed run keeps it."""
 
-    def __init__(self, path: str, cfg: dict, provenance: dict, n_cells: int, resume: bool):
+    def __init__(self, path: str, cfg: dict, provenance: dict, n_cells: int, resume: bool,
+                 fingerprint: str | None = None):
         self.path = path
         if resume and os.path.exists(path):
+            with h5py.File(path, "r") as f:   # checked read-only: a refusal changes nothing
+                check_resumable(f, path, cfg, fingerprint)
             self.f = h5py.File(path, "a")
-            check_format(self.f, path)
-            version = int(self.f.attrs.get("format_version", 0))
-            if version != VERSION:
-                self.f.close()
-                raise ValueError(f"--resume: {path} has format version {version}, this lth-mpi "
-                                 f"writes {VERSION}; finish it with the version that started it")
-            if self.f.attrs["config_hash"] != config_hash(cfg):
-                raise ValueError(f"--resume: {path} was written by a different config "
-                                 f"(hash {self.f.attrs['config_hash']}, now {config_hash(cfg)})")
             self.f.attrs["resumed"] = int(self.f.attrs.get("resumed", 0)) + 1
         else:
             self.f = h5py.File(path, "x")   # never overwrite: "x" fails if it exists
@@ -58,6 +90,8 @@ class Writer:
             a["config"], a["config_hash"] = config_mod.dump(cfg), config_hash(cfg)
             a["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             a["cells_total"] = n_cells
+            if fingerprint:
+                a["dataset_fingerprint"] = fingerprint
             self.f.create_group("cells")
         for key, value in provenance.items():
             self.f.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)

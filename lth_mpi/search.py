@@ -45,6 +45,8 @@ def validate(cfg: dict) -> None:
     parent = os.path.dirname(os.path.abspath(cfg["output"]))
     if not os.path.isdir(parent):
         raise ValueError(f"output: directory does not exist: {parent}")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"output: directory is not writable: {parent}")
 
 
 def check_model(cfg: dict, model, prunable_idx, steps_per_epoch: int) -> None:
@@ -167,7 +169,8 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
     prov = parallel.provenance(layout)
     if layout.is_writer:
         try:
-            writer = results.Writer(cfg["output"], cfg, prov, len(grid), resume)
+            writer = results.Writer(cfg["output"], cfg, prov, len(grid), resume,
+                                    data.fingerprint(cfg["dataset"]))
             state = (sorted(writer.done_cells()), writer.has_dense())
         except (ValueError, OSError) as exc:
             error = f"output: {exc}"

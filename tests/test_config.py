@@ -45,6 +45,14 @@ def test_set_overrides_any_key():
     ("train.batch_size", "127", "train.batch_size: 127 is not divisible"),
     ("controls", "[shuffle]", "controls: unknown control 'shuffle'"),
     ("train", "5", "train: expected a mapping"),
+    ("train.learning_rate", ".nan", "train.learning_rate: must be a finite number, got nan"),
+    ("train.learning_rate", ".inf", "train.learning_rate: must be a finite number, got inf"),
+    ("train.momentum", ".nan", "train.momentum: must be a finite number"),
+    ("train.weight_decay", ".inf", "train.weight_decay: must be a finite number, got inf"),
+    ("seed", "-1", "seed: must be in [0, 2^32), got -1"),
+    ("seed", "4294967296", "seed: must be in [0, 2^32), got 4294967296"),
+    ("controls", "[random_reinit, random_reinit]", "controls: duplicate entries"),
+    ("dataset.validation_examples", "-5", "dataset.validation_examples: must be >= 0"),
 ])
 def test_refused_with_key(key, value, message):
     with pytest.raises(config.ConfigError) as err:

@@ -101,6 +101,15 @@ def test_refuse_overwrite_then_resume(tmp_path):
     (["--set", "rewind.unit=iteration", "--set", "rewind.points=[0, 100000]"],
      "rewind.points: iteration 100000 is beyond the 80 dense iterations"),
     (["--set", "dataset.train_examples=50"], "train.batch_size: 100 is larger than the 50"),
+    (["--set", "train.learning_rate=.nan"], "train.learning_rate: must be a finite number"),
+    (["--set", "controls=[random_reinit, random_reinit]"], "controls: duplicate entries"),
+    (["--set", "seed=-1"], "seed: must be in [0, 2^32)"),
+    (["--set", "model.name=resnet", "--set", "model.depth=21"],
+     "model.depth: ResNet depth must be 6n+2 and >= 8, got 21"),
+    (["--set", "model.name=resnet20", "--set", "model.width=0"],
+     "model: resnet20 cannot be built with width=0 (Invalid value for argument `filters`"),
+    (["--set", "dataset.validation_examples=60000"],
+     "dataset.validation_examples: 60000 leaves no training examples"),
 ])
 def test_bad_input_fails_every_rank_without_hanging(tmp_path, args, message):
     config = CONFIG if os.path.isdir(data.FASHION_MNIST_DIR) else None
@@ -112,6 +121,59 @@ def test_bad_input_fails_every_rank_without_hanging(tmp_path, args, message):
     assert len(lines) == 2 and message in lines[0], proc.stderr     # one line per rank
     assert "Traceback" not in proc.stderr
     assert not os.path.exists(tmp_path / "r.h5")                    # refused before any output
+
+
+def corrupt_copy(tmp_path, how):
+    """Fashion-MNIST copied to tmp_path with one file damaged."""
+    import gzip
+    import shutil
+    d = tmp_path / "fm"
+    shutil.copytree(data.FASHION_MNIST_DIR, d)
+    images, labels = d / "train-images-idx3-ubyte.gz", d / "train-labels-idx1-ubyte.gz"
+    if how == "truncated":
+        images.write_bytes(images.read_bytes()[:100_000])
+    elif how == "garbage":
+        images.write_bytes(images.read_bytes()[:30] + os.urandom(50_000))
+    else:   # a label outside the 10 classes
+        raw = bytearray(gzip.decompress(labels.read_bytes()))
+        raw[8 + 123] = 12
+        labels.write_bytes(gzip.compress(bytes(raw)))
+    return d
+
+
+@pytest.mark.parametrize("how,message", [
+    ("truncated", "train-images-idx3-ubyte.gz cannot be read (Compressed file ended"),
+    ("garbage", "train-images-idx3-ubyte.gz cannot be read (Error -3 while decompressing"),
+    ("label", "train-labels-idx1-ubyte.gz: label 12 is outside the 10 classes 0..9"),
+])
+@needs_data
+def test_a_corrupt_dataset_fails_every_rank_in_one_line(tmp_path, how, message):
+    d = corrupt_copy(tmp_path, how)
+    proc = lth(2, CONFIG, "--output", str(tmp_path / "r.h5"), "--set", f"dataset.path={d}",
+               timeout=120)
+    assert proc.returncode != 0
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("lth-mpi: error:")]
+    assert len(lines) == 2 and "dataset.path: " in lines[0] and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr and not os.path.exists(tmp_path / "r.h5")
+
+
+@needs_data
+def test_output_paths_are_strings_and_an_unwritable_directory_is_refused(tmp_path):
+    import subprocess
+    proc = lth(2, CONFIG, "--output", str(tmp_path / "run #1.h5"), "--dry-run", timeout=120)
+    assert proc.returncode == 0, proc.stderr        # '#' would start a YAML comment
+    assert "run #1.h5" in proc.stdout
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)]).returncode:
+        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
+    try:
+        proc = lth(2, CONFIG, "--output", str(ro / "r.h5"), timeout=120)
+    finally:
+        subprocess.run(["umount", str(ro)])
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("lth-mpi: error:")]
+    assert proc.returncode != 0 and len(lines) == 2, proc.stderr
+    assert f"output: directory is not writable: {ro}" in lines[0]
 
 
 def test_dry_run_and_console_script(tmp_path):
@@ -218,3 +280,30 @@ def test_a_cell_does_not_depend_on_who_trains_it(tmp_path):
     for name, cell in runs[1].items():
         for curve in ("train_loss", "test_loss", "test_accuracy"):
             assert np.array_equal(cell[curve], runs[2][name][curve]), (name, curve)
+
+
+@needs_data
+def test_resume_is_decided_by_what_changes_results(tmp_path):
+    """Threads and a moved dataset do not block --resume; other data or another seed do."""
+    import shutil
+    first, moved = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(data.FASHION_MNIST_DIR, first)
+    out = str(tmp_path / "r.h5")
+    proc = lth(2, CONFIG, "--output", out, "--set", f"dataset.path={first}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    shutil.move(first, moved)
+    proc = lth(2, CONFIG, "--output", out, "--resume", "--set", f"dataset.path={moved}",
+               "--set", "parallel.threads=1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "6 of 6 cells already done" in proc.stdout
+    labels = moved / "train-labels-idx1-ubyte.gz"
+    import gzip
+    raw = bytearray(gzip.decompress(labels.read_bytes()))
+    raw[8 + 7] = (raw[8 + 7] + 1) % 10                  # one label changed, still valid
+    labels.write_bytes(gzip.compress(bytes(raw)))
+    before = os.path.getmtime(out)
+    proc = lth(2, CONFIG, "--output", out, "--resume", "--set", f"dataset.path={moved}")
+    assert proc.returncode != 0 and proc.stderr.count("was written with other data") == 2
+    proc = lth(2, CONFIG, "--output", out, "--resume", "--set", "seed=3")
+    assert proc.returncode != 0 and "(seed differ)" in proc.stderr
+    assert os.path.getmtime(out) == before                 # refusals leave the file alone

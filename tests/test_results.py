@@ -115,3 +115,15 @@ def test_version_1_files_still_read(tmp_path):
         results.Writer(str(path), CFG, {}, 6, resume=True)
     with h5py.File(path, "r") as f:
         assert f.attrs["status"] == "complete"       # the refused resume left it alone
+
+
+def test_config_hash_ignores_key_order_and_speed_settings():
+    raw = {"model": {"name": "resnet", "width": 8, "depth": 20}, "prune": {"sparsities": [0.5]}}
+    other = {"prune": {"sparsities": [0.5]}, "model": {"depth": 20, "name": "resnet", "width": 8}}
+    a, b = config.load(raw=raw), config.load(raw=other)
+    assert results.config_hash(a) == results.config_hash(b)
+    c = config.load(raw=raw, overrides=["parallel.threads=3", "dataset.prefetch=0",
+                                        "output=x.h5", "dataset.path=/elsewhere"])
+    assert results.config_hash(c) == results.config_hash(a)
+    assert results.config_hash(config.load(raw=raw, overrides=["model.width=16"])) != \
+        results.config_hash(a)
