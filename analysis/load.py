@@ -129,10 +129,13 @@ def load(path: str) -> Results:
                 f"{path} is not an lth-mpi results file (no readable config)") from None
         sparsities = list(cfg["prune"]["sparsities"])
         points, controls = list(cfg["rewind"]["points"]), list(cfg["controls"])
-        realized = f["masks"].attrs["sparsity_realized"][()] if "masks" in f else None
-        dense = lth_results.read_curves(f["dense"]) if "dense" in f else None
+        done = lth_results.dense_complete(f)
+        realized = f["masks"].attrs["sparsity_realized"][()] if done else None
+        dense = lth_results.read_curves(f["dense"]) if done else None
         cells = []
         for name, g in f["cells"].items() if "cells" in f else ():
+            if not lth_results.cell_complete(f, g):
+                continue          # a write cut short (see lth_mpi.results)
             row = {"name": name, **{k: _value(v) for k, v in g.attrs.items()}}
             row.update(lth_results.read_curves(g))
             cells.append(lth_results.upgrade_cell(row))

@@ -94,6 +94,11 @@ def agree(error: str | None, comm=None) -> str | None:
     return next((e for e in errors if e), None)
 
 
+def abort(code: int) -> None:
+    """End every rank now: for a fault found mid-grid on one rank while the others train."""
+    MPI.COMM_WORLD.Abort(code)
+
+
 def bcast_object(obj, root=0):
     """Small metadata (names, flags) from root to all."""
     return MPI.COMM_WORLD.bcast(obj, root=root)

@@ -14,10 +14,11 @@ import h5py
 import numpy as np
 
 from . import config as config_mod
-from . import pruning
+from . import faults, pruning
 
 FORMAT = "lth-mpi results"
-VERSION = 2    # 2: validation curves, early stop chosen on validation (1 still reads)
+VERSION = 3    # 2: validation curves, early stop on validation; 3: completeness markers
+DENSE_OBJECTS = ("dense", "weights", "checkpoints", "masks")
 CURVES = ("epoch", "iteration", "train_loss", "test_loss", "test_accuracy", "val_loss",
           "val_accuracy", "epoch_seconds")
 NEW_IN_2 = ("val_loss", "val_accuracy")
@@ -82,6 +83,7 @@ class Writer:
             with h5py.File(path, "r") as f:   # checked read-only: a refusal changes nothing
                 check_resumable(f, path, cfg, fingerprint)
             self.f = h5py.File(path, "a")
+            self._remove_incomplete()
             self.f.attrs["resumed"] = int(self.f.attrs.get("resumed", 0)) + 1
         else:
             self.f = h5py.File(path, "x")   # never overwrite: "x" fails if it exists
@@ -98,19 +100,32 @@ class Writer:
         self.f.attrs["status"] = "running"
         self.f.flush()
 
+    def _remove_incomplete(self):
+        """What a stop in the middle of a write left behind, removed so that it is redone."""
+        for name in [n for n, g in self.f["cells"].items() if not cell_complete(self.f, g)]:
+            del self.f["cells"][name]
+        if not dense_complete(self.f):
+            for name in DENSE_OBJECTS:
+                if name in self.f:
+                    del self.f[name]
+        self.f.flush()
+
     def done_cells(self) -> set[str]:
         return set(self.f["cells"])
 
     def has_dense(self) -> bool:
-        return "masks" in self.f
+        return dense_complete(self.f)
 
     def write_dense(self, history: dict, weight_names, weight_shapes, prunable_idx,
                     points, unit, checkpoints: np.ndarray, packed_masks: np.ndarray,
                     sparsities, realized, scope):
-        """Dense history, rewind checkpoints (flat float32) and masks (bit-packed)."""
+        """Dense history, rewind checkpoints (flat float32) and masks (bit-packed); the root
+        attribute dense_complete, written last, makes them count."""
         g = self.f.create_group("dense")
         for k in CURVES:
             g.create_dataset(k, data=history[k])
+        self.f.flush()    # so that a stop here leaves a half-written phase on disk
+        faults.hit("dense-curves")
         w = self.f.create_group("weights")
         w.attrs["names"] = json.dumps(list(weight_names))
         w.attrs["shapes"] = json.dumps([list(s) for s in weight_shapes])
@@ -122,14 +137,20 @@ class Writer:
         m.attrs["sparsity_realized"] = np.asarray(realized, np.float64)
         m.attrs["scope"] = scope
         self.f.flush()
+        faults.hit("dense-masks")
+        self.f.attrs["dense_complete"] = 1
+        self.f.flush()
 
     def write_cell(self, cell, sparsity, realized, point, group, history: dict,
                    t_start, t_end, diverged: int = 0):
         """A finished cell; `diverged` is the epoch a diverged cell stopped at (0: trained).
-        A diverged cell's curves end at that epoch and its summary numbers are NaN."""
+        A diverged cell's curves end at that epoch and its summary numbers are NaN. The
+        attribute `complete`, written last, makes the cell count (resume redoes one without)."""
         g = self.f["cells"].create_group(cell.name)
         for k in CURVES:
             g.create_dataset(k, data=history[k])
+        self.f.flush()
+        faults.hit("cell-curves")
         acc = np.asarray(history["test_accuracy"])
         best, split = select(history)
         if diverged:
@@ -148,6 +169,9 @@ class Writer:
             "best_val_accuracy": float(history["val_accuracy"][best]),
             "best_test_accuracy": float(acc[best]),
             "best_iteration": -1 if diverged else int(history["iteration"][best])})
+        self.f.flush()
+        faults.hit("cell-attrs")
+        g.attrs["complete"] = 1
         self.f.flush()
 
     def write_timings(self, table: np.ndarray, t0: float):
@@ -180,6 +204,19 @@ def select(history: dict) -> tuple[int, str]:
 
 
 # --- reading --------------------------------------------------------------------------------
+
+def _version(f: h5py.File) -> int:
+    return int(f.attrs.get("format_version", 0))
+
+
+def cell_complete(f: h5py.File, g: h5py.Group) -> bool:
+    """Files before version 3 had no markers: a cell there is complete once it exists."""
+    return _version(f) < 3 or "complete" in g.attrs
+
+
+def dense_complete(f: h5py.File) -> bool:
+    return "masks" in f if _version(f) < 3 else bool(f.attrs.get("dense_complete", 0))
+
 
 def read_curves(g: h5py.Group) -> dict:
     """A cell's (or the dense run's) curves; those a version-1 file lacks come back NaN."""
@@ -220,6 +257,8 @@ def read_cells(path: str) -> list[dict]:
         check_format(f, path)
         out = []
         for name, g in f["cells"].items():
+            if not cell_complete(f, g):
+                continue          # a write cut short: not a result (resume redoes it)
             row = {"name": name, **{k: v.item() if hasattr(v, "item") else v
                                     for k, v in g.attrs.items()}}
             row.update(read_curves(g))
@@ -240,7 +279,7 @@ def accuracy_table(path: str) -> str:
     with h5py.File(path, "r") as f:
         check_format(f, path)
         cfg = config_mod.yaml.safe_load(f.attrs["config"])
-        dense = float(f["dense/test_accuracy"][-1]) if "dense" in f else float("nan")
+        dense = float(f["dense/test_accuracy"][-1]) if dense_complete(f) else float("nan")
     cells = read_cells(path)
     points, unit = cfg["rewind"]["points"], cfg["rewind"]["unit"]
     controls = cfg["controls"]

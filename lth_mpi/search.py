@@ -38,6 +38,15 @@ def fail(message: str, code: int = 2):
     sys.exit(code)
 
 
+def close_failed(writer, message: str) -> None:
+    """Mark the file failed and close it, if the file system still lets us; cells written
+    before stay readable either way (each was flushed, and marked complete, when written)."""
+    try:
+        writer.fail(message)
+    except Exception:        # noqa: BLE001  (a full disk may refuse even this)
+        pass
+
+
 def validate(cfg: dict) -> None:
     """Checks that need the registries or the file system; raise ValueError in one line."""
     data.check(cfg["dataset"])
@@ -208,11 +217,14 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
         except Diverged as exc:
             error = str(exc)
         if layout.is_writer and not error:
-            writer.write_dense(history, [w.path for w in model.weights], shapes, prunable_idx,
-                               points, cfg["rewind"]["unit"], ckpts, packed, sp, realized,
-                               cfg["prune"]["scope"])
-            print(f"lth-mpi: dense phase done in {time.time() - t:.1f}s, test accuracy "
-                  f"{history['test_accuracy'][-1]:.4f}", flush=True)
+            try:
+                writer.write_dense(history, [w.path for w in model.weights], shapes,
+                                   prunable_idx, points, cfg["rewind"]["unit"], ckpts, packed,
+                                   sp, realized, cfg["prune"]["scope"])
+                print(f"lth-mpi: dense phase done in {time.time() - t:.1f}s, test accuracy "
+                      f"{history['test_accuracy'][-1]:.4f}", flush=True)
+            except OSError as exc:    # e.g. a full disk: shared below, every rank stops
+                error = f"output: cannot write the dense phase to {cfg['output']} ({exc})"
     if layout.is_writer or data_parallel:
         timeline.add("dense", t)
     t = time.time()
@@ -221,7 +233,7 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
     error = parallel.agree(error)
     if error:
         if layout.is_writer:
-            writer.fail(error)
+            close_failed(writer, error)
         fail(error)
 
     # --- 4. broadcast rewind checkpoints and masks (bit-exact buffers) ----------------------
@@ -250,8 +262,18 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
         n, diverged = int(msg[4]), int(msg[5])
         hist = dict(zip(results.CURVES, msg[6:].reshape(len(results.CURVES), n)))
         point = points[cell.rewind] if cell.rewind >= 0 else None
-        writer.write_cell(cell, sp[cell.mask], realized[cell.mask], point, int(msg[1]), hist,
-                          msg[2], msg[3], diverged)
+        try:
+            writer.write_cell(cell, sp[cell.mask], realized[cell.mask], point, int(msg[1]),
+                              hist, msg[2], msg[3], diverged)
+        except OSError as exc:   # a full disk mid-grid: the others are training, so abort
+            kept = progress["done"] + len(done)
+            message = (f"output: cannot write cell {cell.name} to {cfg['output']} ({exc}); "
+                       f"the file keeps the {kept} cells finished before it, --resume "
+                       "continues once there is room")
+            close_failed(writer, message)
+            sys.stderr.write(f"lth-mpi: error: {message}\n")
+            sys.stderr.flush()
+            parallel.abort(3)
         progress["done"] += 1
         progress["work"] += length[cell.id]
         elapsed = time.time() - t_grid

@@ -19,7 +19,7 @@ if mpiexec --version 2>&1 | grep -qiE 'open ?mpi|openrte'; then
     flags+=(--oversubscribe)
     [ "$(id -u)" = 0 ] && flags+=(--allow-run-as-root)
     for v in PATH LD_LIBRARY_PATH VIRTUAL_ENV PYTHONPATH PYTHONUNBUFFERED TF_CPP_MIN_LOG_LEVEL \
-             OMP_NUM_THREADS; do
+             OMP_NUM_THREADS LTH_FAULT; do
         [ -n "${!v:-}" ] && flags+=(-x "$v")
     done
 fi

@@ -18,13 +18,15 @@ def launch(n: int, *command: str) -> list[str]:
     return [*MPIEXEC, "-n", str(n), *command]
 
 
-def mpiexec(n: int, args: list[str], timeout: float = 600, cwd: str = ROOT):
-    """Run `mpiexec -n n python -m mpi4py ARGS`; returns the CompletedProcess (text)."""
+def mpiexec(n: int, args: list[str], timeout: float = 600, cwd: str = ROOT, env=None):
+    """Run `mpiexec -n n python -m mpi4py ARGS`; returns the CompletedProcess (text).
+    `env`: extra environment variables for every rank."""
     cmd = launch(n, sys.executable, "-m", "mpi4py", *args)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=ENV)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                          env=dict(ENV, **(env or {})))
     proc.stderr = "\n".join(l for l in proc.stderr.splitlines() if not any(s in l for s in NOISE))
     return proc
 
 
-def lth(n: int, config: str, *extra: str, timeout: float = 600):
-    return mpiexec(n, ["-m", "lth_mpi", "run", config, *extra], timeout)
+def lth(n: int, config: str, *extra: str, timeout: float = 600, env=None):
+    return mpiexec(n, ["-m", "lth_mpi", "run", config, *extra], timeout, env=env)

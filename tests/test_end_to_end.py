@@ -49,11 +49,21 @@ def check_complete(path, n_ranks, group_size):
     return cells
 
 
+_RUNS = {}
+
+
+def plain_run(tmp_path_factory, n):
+    """The tiny search at n ranks, never interrupted (run once per module)."""
+    if n not in _RUNS:
+        out = str(tmp_path_factory.mktemp(f"plain{n}") / "r.h5")
+        _RUNS[n] = (out, lth(n, CONFIG, "--output", out))
+    return _RUNS[n]
+
+
 @needs_data
 @pytest.mark.parametrize("n", [2, 4])
-def test_search_on_fashion_mnist(tmp_path, n):
-    out = str(tmp_path / "r.h5")
-    proc = lth(n, CONFIG, "--output", out)
+def test_search_on_fashion_mnist(tmp_path_factory, n):
+    out, proc = plain_run(tmp_path_factory, n)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("acc ") == 6 and "[   6/6]" in proc.stdout and "ETA" in proc.stdout
     assert "dense test accuracy" in proc.stdout
@@ -213,7 +223,7 @@ def test_synthetic_run_at_one_rank_with_iteration_rewinds(tmp_path):
 
 
 @needs_data
-def test_killed_run_keeps_finished_cells_and_resumes(tmp_path):
+def test_killed_run_keeps_finished_cells_and_resumes(tmp_path, tmp_path_factory):
     """SIGKILL the whole job mid-grid: the file keeps every finished cell; --resume ends it."""
     import signal
     import subprocess
@@ -242,9 +252,12 @@ def test_killed_run_keeps_finished_cells_and_resumes(tmp_path):
     proc = lth(2, CONFIG, "--output", out, "--resume")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("acc ") == 6 - len(kept)
+    plain = {c["name"]: c for c in results.read_cells(plain_run(tmp_path_factory, 2)[0])}
     for c in check_complete(out, 2, 2):
         if c["name"] in kept:
             assert c["t_start"] == kept[c["name"]]
+        for k in ("train_loss", "test_accuracy", "val_accuracy"):   # as if never stopped
+            np.testing.assert_array_equal(c[k], plain[c["name"]][k])
 
 
 @needs_data

@@ -111,7 +111,7 @@ def test_version_1_files_still_read(tmp_path):
     cells = results.read_cells(str(path))
     assert cells[0]["selected_on"] == "test" and np.isnan(cells[0]["best_val_accuracy"])
     assert np.isnan(cells[0]["val_accuracy"]).all() and len(cells[0]["val_accuracy"]) == 2
-    with pytest.raises(ValueError, match="has format version 1, this lth-mpi writes 2"):
+    with pytest.raises(ValueError, match="has format version 1, this lth-mpi writes 3"):
         results.Writer(str(path), CFG, {}, 6, resume=True)
     with h5py.File(path, "r") as f:
         assert f.attrs["status"] == "complete"       # the refused resume left it alone

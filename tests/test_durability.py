@@ -1,0 +1,86 @@
+"""Nothing lost: a stop in the middle of any write to the results file, then --resume.
+
+LTH_FAULT (lth_mpi/faults.py) stops rank 0 at a write point of the real pipeline (mpiexec,
+real Fashion-MNIST, real HDF5): `exit` ends the process there, as a kill would; `enospc`
+raises a full disk's error. What was cut short must not count, and --resume must finish the
+file with the same numbers as a run that was never stopped.
+"""
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from lth_mpi import data, results
+from mpi_helpers import ROOT, lth
+
+pytestmark = pytest.mark.skipif(not os.path.isdir(data.FASHION_MNIST_DIR),
+                                reason="dataset-fashion-mnist not installed (run/install.sh)")
+CONFIG = os.path.join(ROOT, "tests", "configs", "tiny_fashion.yaml")
+SMALL = ["--set", "controls=[]", "--set", "rewind.points=[0]", "--set", "parallel.group_size=1"]
+CURVES = ("train_loss", "test_accuracy", "val_accuracy")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("ref") / "r.h5")
+    proc = lth(2, CONFIG, "--output", out, *SMALL)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return {c["name"]: c for c in results.read_cells(out)}
+
+
+def same_as(reference, path):
+    cells = {c["name"]: c for c in results.read_cells(path)}
+    assert sorted(cells) == sorted(reference) == ["m00_r0_none", "m01_r0_none"]
+    for name, c in cells.items():
+        for k in CURVES:
+            np.testing.assert_array_equal(c[k], reference[name][k])
+
+
+@pytest.mark.parametrize("point,nth", [("dense-curves", 1), ("dense-masks", 1),
+                                       ("cell-curves", 2), ("cell-attrs", 2)])
+def test_a_stop_inside_any_write_is_redone_on_resume(tmp_path, reference, point, nth):
+    out = str(tmp_path / "r.h5")
+    proc = lth(2, CONFIG, "--output", out, *SMALL, env={"LTH_FAULT": f"exit:{point}:{nth}"})
+    assert proc.returncode != 0
+    with h5py.File(out, "r") as f:
+        assert f.attrs["status"] == "running"          # killed: nobody could say more
+        if point.startswith("dense"):
+            assert "dense" in f and not f.attrs.get("dense_complete")   # half written
+        else:
+            assert f.attrs["dense_complete"] == 1 and len(f["cells"]) == 2
+            assert sum("complete" in g.attrs for g in f["cells"].values()) == 1
+    finished = results.read_cells(out)                 # readers skip what was cut short
+    assert len(finished) == (0 if point.startswith("dense") else 1)
+    proc = lth(2, CONFIG, "--output", out, *SMALL, "--resume")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    same_as(reference, out)
+    with h5py.File(out, "r") as f:
+        assert f.attrs["status"] == "complete"
+        assert all("complete" in g.attrs for g in f["cells"].values())
+
+
+def test_a_full_disk_mid_grid_keeps_the_finished_cells(tmp_path, reference):
+    out = str(tmp_path / "r.h5")
+    proc = lth(2, CONFIG, "--output", out, *SMALL, env={"LTH_FAULT": "enospc:cell-curves:2"})
+    assert proc.returncode != 0
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("lth-mpi: error:")]
+    assert len(lines) == 1 and "No space left on device" in lines[0], proc.stderr
+    assert "the file keeps the 1 cells finished before it" in lines[0]
+    assert "Traceback" not in proc.stderr
+    with h5py.File(out, "r") as f:
+        assert f.attrs["status"] == "failed" and "No space left" in f.attrs["error"]
+    assert len(results.read_cells(out)) == 1
+    proc = lth(2, CONFIG, "--output", out, *SMALL, "--resume")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    same_as(reference, out)
+
+
+def test_a_full_disk_while_writing_the_dense_phase_stops_every_rank(tmp_path):
+    out = str(tmp_path / "r.h5")
+    proc = lth(2, CONFIG, "--output", out, *SMALL, env={"LTH_FAULT": "enospc:dense-masks"})
+    assert proc.returncode != 0
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("lth-mpi: error:")]
+    assert len(lines) == 2 and "output: cannot write the dense phase" in lines[0], proc.stderr
+    with h5py.File(out, "r") as f:
+        assert f.attrs["status"] == "failed" and not f.attrs.get("dense_complete")
