@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import socket
 import time
 
@@ -16,6 +17,8 @@ import numpy as np
 from mpi4py import MPI
 
 RESULT_TAG = 17
+STOP_TAG = 18        # a rank was told to stop (SIGTERM, SIGINT): [rank, signal number]
+END_TAG = 19         # a group leader has sent all its cells: [number of cells sent]
 
 
 @dataclasses.dataclass
@@ -104,11 +107,61 @@ def bcast_object(obj, root=0):
     return MPI.COMM_WORLD.bcast(obj, root=root)
 
 
-def wait_quietly(comm=None, poll: float = 0.02) -> None:
-    """A barrier that sleeps instead of spinning while the slowest rank still computes."""
+def wait_quietly(comm=None, poll: float = 0.02, tick=None) -> None:
+    """A barrier that sleeps instead of spinning while the slowest rank still computes;
+    `tick()` runs at every poll (a waiting rank still passes a stop request on)."""
     req = (comm or MPI.COMM_WORLD).Ibarrier()
     while not req.Test():
+        if tick is not None:
+            tick()
         time.sleep(poll)
+
+
+class Stopper:
+    """SIGTERM or SIGINT on any rank (from the launcher, Slurm's --signal, or kill) stops the
+    whole job cleanly. The handler only records the signal; at its next check the rank tells
+    every other rank with a small message, and each rank's checks see either. Checks happen
+    between training steps (the trainer agrees on them within a group) and while waiting."""
+
+    def __init__(self):
+        self.world = MPI.COMM_WORLD
+        self.signum = None            # the signal this rank received
+        self.origin = None            # (rank, signal) of the first stop request seen
+        self.sends = []
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, self._handle)
+
+    def _handle(self, signum, frame):
+        self.signum = self.signum or signum
+
+    def requested(self) -> bool:
+        """Has any rank been told to stop? Cheap: a flag and an Iprobe."""
+        me = self.world.Get_rank()
+        if self.signum and not self.sends and self.world.Get_size() > 1:
+            msg = np.array([me, self.signum], np.int64)
+            self.sends = [(self.world.Isend(msg, dest=r, tag=STOP_TAG), msg)
+                          for r in range(self.world.Get_size()) if r != me]
+            self.origin = self.origin or (me, self.signum)
+        elif self.signum:
+            self.origin = self.origin or (me, self.signum)
+        status = MPI.Status()
+        while self.world.Iprobe(MPI.ANY_SOURCE, STOP_TAG, status):
+            buf = np.empty(2, np.int64)
+            self.world.Recv(buf, status.Get_source(), STOP_TAG)
+            self.origin = self.origin or (int(buf[0]), int(buf[1]))
+        return self.origin is not None
+
+    def describe(self) -> str:
+        if self.origin is None:
+            return "a stop request"
+        rank, signum = self.origin
+        return f"{signal.Signals(signum).name} on rank {rank}"
+
+    def finish(self) -> None:
+        """Complete this rank's stop messages and take any still in flight (after the
+        final barrier, so every message sent has arrived)."""
+        MPI.Request.Waitall([r for r, _ in self.sends])
+        self.requested()
 
 
 def bcast_array(array: np.ndarray | None, shape, dtype, root=0, comm=None) -> np.ndarray:
@@ -235,14 +288,22 @@ class ResultChannel:
     def __init__(self, layout: Layout, on_result):
         self.layout, self.on_result = layout, on_result
         self.pending = []          # (request, buffer) of non-blocking sends
-        self.received = 0
+        self.received = {}         # source rank -> cells received
+        self.sent = 0
 
     def send(self, message: np.ndarray) -> None:
+        self.sent += 1
         if self.layout.is_writer:
             self.on_result(message)
             return
         buf = np.ascontiguousarray(message, np.float64)
         self.pending.append((self.layout.world.Isend(buf, dest=0, tag=RESULT_TAG), buf))
+
+    def end(self) -> None:
+        """Leaders other than the writer: no more cells from this group (it may have
+        stopped early), and how many were sent."""
+        buf = np.array([self.sent], np.int64)
+        self.pending.append((self.layout.world.Isend(buf, dest=0, tag=END_TAG), buf))
 
     def drain(self) -> None:
         """Writer: handle every message that has arrived, without waiting."""
@@ -250,18 +311,27 @@ class ResultChannel:
         while self.layout.world.Iprobe(MPI.ANY_SOURCE, RESULT_TAG, status):
             buf = np.empty(status.Get_count(MPI.DOUBLE), np.float64)
             self.layout.world.Recv(buf, status.Get_source(), RESULT_TAG)
-            self.received += 1
+            self.received[status.Get_source()] = self.received.get(status.Get_source(), 0) + 1
             self.on_result(buf)
 
-    def finish(self, expected_remote: int, poll: float = 0.02) -> None:
-        """Writer: wait (sleeping) for the remaining remote cells. Others: complete sends."""
-        if self.layout.is_writer:
-            while self.received < expected_remote:
-                self.drain()
-                time.sleep(poll)
-        else:
+    def finish(self, leaders: list[int], poll: float = 0.02) -> None:
+        """Writer: take cells until every other group leader has said it ended and all the
+        cells it announced have arrived (sleeping between polls). Others: complete sends."""
+        if not self.layout.is_writer:
             MPI.Request.Waitall([req for req, _ in self.pending])
             self.pending.clear()
+            return
+        announced, status = {}, MPI.Status()
+        while True:
+            self.drain()
+            while self.layout.world.Iprobe(MPI.ANY_SOURCE, END_TAG, status):
+                buf = np.empty(1, np.int64)
+                self.layout.world.Recv(buf, status.Get_source(), END_TAG)
+                announced[status.Get_source()] = int(buf[0])
+            if all(r in announced and self.received.get(r, 0) >= announced[r]
+                   for r in leaders):
+                return
+            time.sleep(poll)
 
 
 def provenance(layout: Layout) -> dict:

@@ -28,11 +28,14 @@ class Timeline:
         return np.array([(rank, *r) for r in self.rows], np.float64).reshape(-1, 5)
 
 
-def fail(message: str, code: int = 2):
+INTERRUPTED = 4    # exit status of a job stopped by SIGTERM or SIGINT (after a clean stop)
+
+
+def fail(message: str, code: int = 2, kind: str = "error"):
     """Every rank prints the same one-line error and exits non-zero (no rank left waiting).
     Called by all ranks once they agree; each writes before any exits, because under
     `python -m mpi4py` the first non-zero exit aborts the job and would cut the others off."""
-    sys.stderr.write(f"lth-mpi: error: {message}\n")   # one write: ranks' lines never interleave
+    sys.stderr.write(f"lth-mpi: {kind}: {message}\n")   # one write: lines never interleave
     sys.stderr.flush()
     parallel.wait_quietly()
     sys.exit(code)
@@ -79,7 +82,7 @@ class Diverged(ValueError):
     """The dense network's loss or weights became non-finite."""
 
 
-def dense_phase(cfg, dense_data, group=None):
+def dense_phase(cfg, dense_data, group=None, stop=None):
     """Train the dense net, snapshotting weights at every rewind point; returns (history,
     checkpoints as (N, n_weights) float32, packed masks, realized sparsities).
 
@@ -87,7 +90,7 @@ def dense_phase(cfg, dense_data, group=None):
     the world as its group, starting from rank 0's initial weights.
     """
     model, prunable_idx = training.build_for(cfg, dense_data, cfg["seed"])
-    trainer = training.Trainer(model, dense_data, cfg["train"], [], group)   # no mask ops
+    trainer = training.Trainer(model, dense_data, cfg["train"], [], group, stop)   # no masks
     if group is not None:
         shapes = [w.shape for w in trainer.weights()]
         trainer.load(unflatten(group.broadcast(flatten(trainer.weights())), shapes))
@@ -190,6 +193,7 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
     done = set(done)
 
     timeline.add("setup", t_setup)
+    stopper = parallel.Stopper()   # from here on SIGTERM / SIGINT stop the job cleanly
 
     # --- 3. dense phase on rank 0; the others wait without spinning -------------------------
 
@@ -211,11 +215,14 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
             if data_parallel:   # every rank trains on its shard of the whole training set
                 history, ckpts, packed, realized = dense_phase(
                     cfg, data.load(cfg["dataset"], (layout.rank, layout.size)),
-                    parallel.world_reducers(layout))
+                    parallel.world_reducers(layout), stop=stopper.requested)
             else:
-                history, ckpts, packed, realized = dense_phase(cfg, data.load(cfg["dataset"]))
+                history, ckpts, packed, realized = dense_phase(cfg, data.load(cfg["dataset"]),
+                                                               stop=stopper.requested)
         except Diverged as exc:
             error = str(exc)
+        except training.Interrupted:
+            error = "interrupted"
         if layout.is_writer and not error:
             try:
                 writer.write_dense(history, [w.path for w in model.weights], shapes,
@@ -228,9 +235,18 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
     if layout.is_writer or data_parallel:
         timeline.add("dense", t)
     t = time.time()
-    parallel.wait_quietly()
+    parallel.wait_quietly(tick=stopper.requested)
     timeline.add("wait", t)
     error = parallel.agree(error)
+    if error == "interrupted":
+        stopper.requested()
+        parallel.wait_quietly()
+        stopper.finish()
+        message = (f"{stopper.describe()} during the dense phase; nothing was "
+                   f"kept, run again (or --resume) to start over")
+        if layout.is_writer:
+            writer.close(complete=False)
+        fail(message, INTERRUPTED, "stopped")
     if error:
         if layout.is_writer:
             close_failed(writer, error)
@@ -245,11 +261,10 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
 
     # --- 5. groups retrain their cells, data-parallel through Horovod ----------------------
     group = parallel.init_horovod(layout)
-    trainer = training.Trainer(model, group_data, cfg["train"], prunable_idx, group)
+    trainer = training.Trainer(model, group_data, cfg["train"], prunable_idx, group,
+                               stop=stopper.requested)
     mine = plan.assign(grid, layout.n_groups, cfg["parallel"]["assign"])[layout.group]
     todo = [c for c in mine if c.name not in done]
-    remote = sum(len([c for c in g if c.name not in done])
-                 for g in plan.assign(grid, layout.n_groups, cfg["parallel"]["assign"])[1:])
     t_grid = time.time()
     # cells differ in length (a late rewind trains less): the ETA counts iterations, not cells
     spe = trainer.steps_per_epoch
@@ -288,6 +303,7 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
 
     channel = parallel.ResultChannel(layout, on_result if layout.is_writer else None)
     drain = (lambda epoch: channel.drain()) if layout.is_writer else None
+    interrupted = False
     for cell in todo:
         t = time.time()
         if cell.control == "random_reinit":
@@ -302,9 +318,14 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
         masks = pruning.unpack_masks(packed[cell.mask], [shapes[i] for i in prunable_idx])
         trainer.load(start, masks)
         # keyed by the cell, not by the rank: the same numbers whoever trains it
-        hist = trainer.fit(cfg["train"]["epochs"], seeds.derive(cfg["seed"], seeds.CELL, cell.id),
-                           on_epoch=drain,
-                           start=plan.start_iteration(cell, cfg, trainer.steps_per_epoch))
+        try:
+            hist = trainer.fit(cfg["train"]["epochs"],
+                               seeds.derive(cfg["seed"], seeds.CELL, cell.id), on_epoch=drain,
+                               start=plan.start_iteration(cell, cfg, trainer.steps_per_epoch))
+        except training.Interrupted:   # this cell is dropped: --resume trains it again
+            interrupted = True
+            timeline.add("cell", t, cell.id)
+            break
         timeline.add("cell", t, cell.id)
         if layout.is_leader:
             curves = np.concatenate([np.asarray(hist[k], np.float64) for k in results.CURVES])
@@ -313,15 +334,26 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
 
     # --- 6. gather: remaining cells to the writer, then every rank's timings ---------------
     t = time.time()
-    channel.finish(remote if layout.is_writer else 0)
+    if layout.is_leader and not layout.is_writer:
+        channel.end()
+    channel.finish([g * layout.group_size for g in range(1, layout.n_groups)])
     timeline.add("drain", t)
     t = time.time()
     parallel.wait_quietly()
     timeline.add("gather", t)
+    stopper.finish()
+    # did any rank stop early? (a stop request that came after its last cell changes nothing)
+    interrupted = parallel.agree("stopped" if interrupted else None) is not None
     table = parallel.gather_rows(timeline.table(layout.rank))
     if layout.is_writer:
         writer.write_timings(table, t_setup)
-        writer.close(complete=True)
+        kept = len(writer.done_cells())
+        writer.close(complete=not interrupted)
+    if interrupted:
+        kept = parallel.bcast_object(kept if layout.is_writer else None)
+        fail(f"{stopper.describe()}: {kept} of {len(grid)} cells are in "
+             f"{cfg['output']}; --resume continues", INTERRUPTED, "stopped")
+    if layout.is_writer:
         print(results.accuracy_table(cfg["output"]), flush=True)
         print(f"lth-mpi: wrote {cfg['output']}", flush=True)
     return 0

@@ -89,12 +89,22 @@ def batchnorm_statistics(model) -> list:
             for v in (la.moving_mean, la.moving_variance)]
 
 
+class Interrupted(Exception):
+    """A stop was requested (SIGTERM, SIGINT) and the group agreed to stop."""
+
+
+CHECK_EVERY = 20   # steps between stop checks (in a group, one tiny allreduce each)
+
+
 class Trainer:
     """Trains `model` on this rank's part of each batch; prunable kernels are masked on every
-    step."""
+    step. `stop()` (optional) says whether a stop was requested; it is asked every
+    CHECK_EVERY steps, the group agrees on the answer, and train_epoch raises Interrupted."""
 
-    def __init__(self, model, data, train_cfg, prunable_idx, group: Group | None = None):
+    def __init__(self, model, data, train_cfg, prunable_idx, group: Group | None = None,
+                 stop=None):
         self.model, self.data, self.cfg, self.group = model, data, train_cfg, group
+        self.stop = stop
         size = group.size if group else 1
         self.total = group.total if group else (lambda x: x)
         self.local_batch = train_cfg["batch_size"] // size
@@ -214,6 +224,8 @@ class Trainer:
         self.loss_sum.assign(0.0)
         batches = self.data.train_batches(epoch_seed, n, self.cfg["batch_size"])
         for i, (x, y) in enumerate(batches):
+            if i % CHECK_EVERY == 0:
+                self.check_stop()
             self._train_step(tf.constant(x), tf.constant(y))
             if on_step is not None:
                 on_step(first_step + i + 1)
@@ -271,6 +283,16 @@ class Trainer:
         out = {k: np.asarray(v) for k, v in hist.items()}
         out["diverged"] = diverged
         return out
+
+    def check_stop(self):
+        """Raise Interrupted if any rank of the group was asked to stop (all decide alike)."""
+        if self.stop is None:
+            return
+        flag = float(bool(self.stop()))
+        if self.group is not None:
+            flag = float(np.asarray(self.group.total(np.array([flag])))[0])
+        if flag > 0:
+            raise Interrupted()
 
     def finite(self) -> bool:
         """Every weight (BatchNorm statistics included) is finite."""
