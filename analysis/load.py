@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 
 import h5py
 import numpy as np
@@ -119,7 +120,19 @@ def open_results(path: str) -> h5py.File:
     return f
 
 
-def load(path: str) -> Results:
+def load(path: str, attempts: int = 20) -> Results:
+    """The file's contents; a running job's file too (see lth_mpi.results.while_running:
+    a read that lands inside one of the writer's writes is tried again)."""
+    for attempt in range(attempts):
+        try:
+            return _load(path)
+        except (OSError, KeyError, RuntimeError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
+
+
+def _load(path: str) -> Results:
     with open_results(path) as f:
         attrs = {k: _value(v) for k, v in f.attrs.items()}
         try:

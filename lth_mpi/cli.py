@@ -1,4 +1,5 @@
-"""Command line: `lth-mpi run CONFIG.yaml [--set k=v ...] [--output PATH] [--resume] [--dry-run]`.
+"""Command line: `lth-mpi run CONFIG.yaml [--set k=v ...] [--output PATH] [--resume] [--dry-run]`
+and `lth-mpi status RESULTS.h5` (no MPI needed).
 
 Usage: mpiexec -n <P> python -m mpi4py -m lth_mpi run CONFIG.yaml
        srun -n <P> python -m mpi4py -m lth_mpi run CONFIG.yaml
@@ -24,11 +25,16 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true",
                    help="continue an interrupted results file, skipping finished cells")
     r.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    s = sub.add_parser("status", help="how a search stands, from its results file (no MPI)")
+    s.add_argument("results", help="results HDF5 file, running or finished")
     return p
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "status":
+        from . import status
+        return status.main(args.results)
     from . import config, parallel, search   # after argparse, so --help needs no MPI
     literal = {"output": args.output} if args.output else {}   # a path, never YAML
     cfg, error = None, None

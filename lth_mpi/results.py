@@ -98,6 +98,7 @@ class Writer:
         for key, value in provenance.items():
             self.f.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
         self.f.attrs["status"] = "running"
+        self.f.attrs["job_started"] = time.time()     # this job's start (lth-mpi status)
         self.f.flush()
 
     def _remove_incomplete(self):
@@ -251,18 +252,42 @@ def read_dense(f: h5py.File):
     return shapes, prunable, ckpts, masks
 
 
+def while_running(read, path: str, attempts: int = 20, pause: float = 0.1):
+    """read(h5py.File) on a file a running job may be writing. The writer keeps the file
+    open and flushes after every write, so between writes the file on disk is whole; a reader
+    opens it without HDF5's advisory lock (which the writer holds) and, should it land inside
+    a write and find half-written metadata, tries again. Completeness markers (written last)
+    keep a half-written cell out of what is read."""
+    if os.path.isfile(path) and not h5py.is_hdf5(path):
+        raise NotAResultsFile(f"{path} is not an lth-mpi results file (not an HDF5 file)")
+    for attempt in range(attempts):
+        try:
+            with h5py.File(path, "r", locking=False) as f:
+                check_format(f, path)
+                return read(f)
+        except NotAResultsFile:
+            raise
+        except (OSError, KeyError, ValueError, RuntimeError):
+            if attempt == attempts - 1 or not os.path.exists(path):
+                raise
+            time.sleep(pause)
+
+
 def read_cells(path: str) -> list[dict]:
-    """Every finished cell as a dict of its attributes plus its curves."""
-    with h5py.File(path, "r") as f:
-        check_format(f, path)
-        out = []
-        for name, g in f["cells"].items():
-            if not cell_complete(f, g):
-                continue          # a write cut short: not a result (resume redoes it)
-            row = {"name": name, **{k: v.item() if hasattr(v, "item") else v
-                                    for k, v in g.attrs.items()}}
-            row.update(read_curves(g))
-            out.append(upgrade_cell(row))
+    """Every finished cell as a dict of its attributes plus its curves (also while the job
+    is still writing the file)."""
+    return while_running(_read_cells, path)
+
+
+def _read_cells(f: h5py.File) -> list[dict]:
+    out = []
+    for name, g in f["cells"].items():
+        if not cell_complete(f, g):
+            continue          # a write cut short: not a result (resume redoes it)
+        row = {"name": name, **{k: v.item() if hasattr(v, "item") else v
+                                for k, v in g.attrs.items()}}
+        row.update(read_curves(g))
+        out.append(upgrade_cell(row))
     return sorted(out, key=lambda r: r["id"])
 
 
@@ -276,11 +301,10 @@ def _entry(hit: list) -> str:
 
 def accuracy_table(path: str) -> str:
     """Final test accuracy by sparsity (rows) and rewind point (columns), as text."""
-    with h5py.File(path, "r") as f:
-        check_format(f, path)
-        cfg = config_mod.yaml.safe_load(f.attrs["config"])
-        dense = float(f["dense/test_accuracy"][-1]) if dense_complete(f) else float("nan")
-    cells = read_cells(path)
+    cfg, dense, cells = while_running(
+        lambda f: (config_mod.yaml.safe_load(f.attrs["config"]),
+                   float(f["dense/test_accuracy"][-1]) if dense_complete(f) else float("nan"),
+                   _read_cells(f)), path)
     points, unit = cfg["rewind"]["points"], cfg["rewind"]["unit"]
     controls = cfg["controls"]
     head = ["sparsity", "remain"] + [f"{unit} {p}" for p in points] + list(controls)

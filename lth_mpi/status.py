@@ -1,0 +1,88 @@
+"""`lth-mpi status RESULTS.h5`: how a search stands, read from its file while it runs (or
+after). No MPI, no TensorFlow: runs on a login node next to the job.
+
+Cells done and total, diverged cells, elapsed time and an ETA from the cells' own times, which
+groups still have cells to train, and the best ticket so far (chosen on validation when the
+file has it, its test accuracy shown).
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+from . import config as config_mod
+from . import plan, results
+
+
+def _summary(f) -> dict:
+    attrs = dict(f.attrs)
+    return {"status": str(attrs.get("status", "unknown")),
+            "error": str(attrs.get("error", "")),
+            "config": config_mod.yaml.safe_load(attrs["config"]),
+            "n_groups": int(attrs.get("n_groups", 1)),
+            "world_size": int(attrs.get("world_size", 1)),
+            "job_started": float(attrs.get("job_started", np.nan)),
+            "resumed": int(attrs.get("resumed", 0)),
+            "dense": results.dense_complete(f),
+            "cells": results._read_cells(f)}
+
+
+def report(path: str, now: float | None = None) -> str:
+    s = results.while_running(_summary, path)
+    now = time.time() if now is None else now
+    cfg, cells = s["config"], s["cells"]
+    grid = plan.cells(len(cfg["prune"]["sparsities"]), len(cfg["rewind"]["points"]),
+                      cfg["controls"])
+    done = {c["name"] for c in cells}
+    lines = [f"{path}: {s['status']}" + (f" ({s['error']})" if s["error"] else "")
+             + (f", resumed {s['resumed']} time(s)" if s["resumed"] else ""),
+             f"cells done: {len(done)} / {len(grid)}"
+             + ("" if s["dense"] else " (dense phase not finished yet)")]
+    diverged = [c for c in cells if c.get("status") == "diverged"]
+    if diverged:
+        lines.append(f"diverged: {len(diverged)}: " + ", ".join(
+            f"{c['name']} (epoch {c['diverged_epoch']})" for c in diverged))
+    this_job = [c for c in cells if c["t_start"] >= s["job_started"] - 1]
+    running = s["status"] == "running"
+    end = now if running else max([c["t_end"] for c in this_job], default=float("nan"))
+    elapsed = end - s["job_started"]
+    line = (f"elapsed (latest job): {elapsed:.0f} s" if np.isfinite(elapsed)
+            else "elapsed: unknown (the file does not record its job's start)")
+    left = len(grid) - len(done)
+    if s["status"] == "running" and this_job and left:
+        per_cell = float(np.mean([c["seconds"] for c in this_job]))
+        eta = per_cell * int(np.ceil(left / max(1, s["n_groups"])))
+        line += f"; ETA about {eta:.0f} s ({left} cells at {per_cell:.1f} s each over " \
+                f"{s['n_groups']} group(s))"
+    lines.append(line)
+    if s["status"] == "running":
+        groups = plan.assign(grid, s["n_groups"], cfg["parallel"]["assign"])
+        busy = [f"group {g} ({len([c for c in mine if c.name not in done])} left)"
+                for g, mine in enumerate(groups) if any(c.name not in done for c in mine)]
+        lines.append("busy: " + (", ".join(busy) if busy else "none (finishing)"))
+    tickets = [c for c in cells if c["control"] == "none" and c.get("status") != "diverged"]
+    if tickets:
+        on_val = all(np.isfinite(c["final_val_accuracy"]) for c in tickets)
+        key = "final_val_accuracy" if on_val else "final_test_accuracy"
+        best = max(tickets, key=lambda c: (c[key], c["sparsity"]))
+        lines.append(f"best ticket{' so far' if running else ''} "
+                     f"(chosen on {'validation' if on_val else 'test'}): "
+                     f"{best['name']}, {100 * (1 - best['sparsity']):.3g}% of weights, "
+                     f"test accuracy {100 * best['final_test_accuracy']:.2f}%")
+    return "\n".join(lines)
+
+
+def main(path: str) -> int:
+    import os
+    import sys
+    try:
+        if not os.path.isfile(path):
+            raise ValueError("no such file")
+        print(report(path))
+    except (OSError, KeyError, ValueError) as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"lth-mpi: error: status: {path}: {text}", file=sys.stderr)
+        return 2
+    return 0
