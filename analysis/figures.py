@@ -51,7 +51,8 @@ def _by_curve(res, metric_key: str):
     curves = {}
     for c in tickets.trained(res.cells):
         label = (f"rewind to {res.point_label(c['rewind'])}" if c["control"] == "none"
-                 else c["control"].replace("_", " "))
+                 else c["control"].replace("_", " ") + (
+                     f", rewind to {res.point_label(c['rewind'])}" if c["rewind"] >= 0 else ""))
         curves.setdefault(label, (c["rewind"], c["control"], []))[2].append(
             (_remaining(c), c[metric_key]))
     return {k: (r, ctl, sorted(v)) for k, (r, ctl, v) in
@@ -68,7 +69,8 @@ def accuracy_vs_remaining(res, path: str, metric: str = "final", window: int | N
         if control == "none":
             ax.plot(x, 100 * y, "o-", color=_rewind_color(r), label=label, ms=4)
         else:
-            ax.plot(x, 100 * y, "s--", color="#555555", label=f"{label} (control)", ms=4)
+            ax.plot(x, 100 * y, "s--", color=_rewind_color(r) if r >= 0 else "#555555",
+                    label=f"{label} (control)", ms=4)
     if res.dense is not None:
         mean, spread, n = tickets.dense_band(res.dense["test_accuracy"], window)
         ref = tickets.dense_reference(res.dense, metric)
@@ -137,8 +139,10 @@ def learning_curves(res, path: str, sparsities: list[float]) -> str:
                         color=_rewind_color(c["rewind"]),
                         label=f"rewind to {res.point_label(c['rewind'])}")
             else:
-                ax.plot(c["iteration"], 100 * c["test_accuracy"], "s--", ms=3, color="#555555",
-                        label=c["control"].replace("_", " "))
+                ax.plot(c["iteration"], 100 * c["test_accuracy"], "s--", ms=3,
+                        color=_rewind_color(c["rewind"]) if c["rewind"] >= 0 else "#555555",
+                        label=c["control"].replace("_", " ") + (
+                            f", {res.point_label(c['rewind'])}" if c["rewind"] >= 0 else ""))
         if res.dense is not None:
             ax.plot(res.dense["iteration"], 100 * res.dense["test_accuracy"], ":", color="black",
                     label="dense")

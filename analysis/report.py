@@ -14,6 +14,7 @@ import numpy as np
 from . import AnalysisError, amdahl, figures, tickets, timeline
 from .load import Results, load
 
+from lth_mpi import plan
 from lth_mpi.results import select as results_select
 
 FORMATS = ("md", "html")
@@ -125,8 +126,9 @@ def accuracy_section(res: Results, metric: str, window, figs: dict) -> list:
                if best else [])),
            ("img", figs["accuracy"], "accuracy against weights remaining")]
     acc = tickets.grid(res.cells, len(res.sparsities), len(res.points), metric)
+    controls = _control_columns(res)
     head = ["sparsity", "remaining"] + [res.point_label(r) for r in range(len(res.points))] \
-        + list(res.controls)
+        + [label for _, _, label in controls]
     rows = []
     for m, s in enumerate(res.sparsities):
         row = [f"{s:g}", _remain(s)]
@@ -136,8 +138,8 @@ def accuracy_section(res: Results, metric: str, window, figs: dict) -> list:
             gone = [c for c in tickets.diverged(res.cells)
                     if (c["mask"], c["rewind"], c["control"]) == (m, r, "none")]
             row.append("diverged" if gone else "–" if np.isnan(v) else f"{100 * v:.2f}{mark}")
-        for ctl in res.controls:
-            hit = [c for c in res.cells if c["mask"] == m and c["control"] == ctl]
+        for ctl, r, _ in controls:
+            hit = [c for c in res.cells if (c["mask"], c["rewind"], c["control"]) == (m, r, ctl)]
             row.append(_control_entry(hit, metric))
         rows.append(row)
     gone = tickets.diverged(res.cells)
@@ -149,6 +151,15 @@ def accuracy_section(res: Results, metric: str, window, figs: dict) -> list:
                   "(– : not finished):"),
             ("table", head, rows),
             ("img", figs["heatmap"], "accuracy heatmap")]
+    return out
+
+
+def _control_columns(res: Results) -> list:
+    """(control, rewind or -1, column label): random_mask per rewind point, reinit once."""
+    out = []
+    for ctl in res.controls:
+        out += ([(ctl, r, f"{ctl} {res.point_label(r)}") for r in range(len(res.points))]
+                if ctl in plan.REWOUND_CONTROLS else [(ctl, -1, ctl)])
     return out
 
 
@@ -183,8 +194,9 @@ def winners_section(res: Results, metric: str, tolerance: float) -> tuple[list, 
         row = [c["name"], _remain(c["sparsity"]), res.point_label(c["rewind"]),
                f"{100 * tickets.accuracy(c, metric, split):.2f}",
                f"{100 * a:.2f}", f"{100 * (a - test_ref):+.2f}"]
-        for ctl in res.controls:
-            hit = [k for k in res.cells if k["mask"] == c["mask"] and k["control"] == ctl]
+        for ctl in res.controls:   # the same mask (and rewind, for a random mask)
+            hit = [k for k in res.cells if k["mask"] == c["mask"] and k["control"] == ctl
+                   and (ctl not in plan.REWOUND_CONTROLS or k["rewind"] == c["rewind"])]
             row.append(_control_entry(hit, metric))
         rows.append(row)
     return out + [("table", head, rows)], wins

@@ -61,7 +61,7 @@ CHOICES = {
     "parallel.assign": ("masks", "cells"),
     "parallel.dense": ("rank0", "data_parallel"),
 }
-CONTROLS = ("random_reinit",)
+CONTROLS = ("random_reinit", "random_mask")
 
 
 def remaining(cfg: dict) -> bool:

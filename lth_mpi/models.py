@@ -1,11 +1,14 @@
 """Model registry: builders looked up by name, every layer named so weights match across ranks.
 
-A builder takes (input_shape, num_classes, **options) and returns a Keras model. Which weights
-are prunable is decided here too: kernels of dense and convolution layers (ndim >= 2), never
-biases or BatchNorm parameters.
+A builder takes (input_shape, num_classes, **options) and returns a Keras model. The user's
+own model joins the same way: `model: {name: custom, builder: "package.module:function",
+...options}`, any function importable on every rank. Which weights are prunable is decided
+here for all of them: kernels of dense and convolution layers (ndim >= 2), never biases or
+BatchNorm parameters.
 """
 from __future__ import annotations
 
+import importlib
 import inspect
 
 import keras
@@ -21,10 +24,41 @@ def register(name):
     return wrap
 
 
+def custom_builder(spec) -> callable:
+    """The user's builder named "package.module:function" (importable on every rank):
+    function(input_shape, num_classes, **options) -> keras.Model."""
+    if not isinstance(spec, str) or spec.count(":") != 1:
+        raise ValueError(f"model.builder: expected \"package.module:function\", got {spec!r}")
+    module, function = spec.split(":")
+    try:
+        fn = getattr(importlib.import_module(module), function)
+    except ImportError as exc:
+        raise ValueError(f"model.builder: cannot import {module!r} ({exc})") from None
+    except AttributeError:
+        raise ValueError(f"model.builder: {module!r} has no {function!r}") from None
+    if not callable(fn):
+        raise ValueError(f"model.builder: {spec} is not callable")
+    return fn
+
+
 def check(name: str, options: dict) -> None:
     """Refuse an unknown model or builder option, naming the valid ones."""
+    if name == "custom":
+        fn = custom_builder(options.get("builder")) if "builder" in options else None
+        if fn is None:
+            raise ValueError("model.builder: a custom model needs builder: \"module:function\"")
+        params = inspect.signature(fn).parameters
+        if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            return
+        valid = [p for p in list(params)[2:]]
+        for key in options:
+            if key != "builder" and key not in valid:
+                raise ValueError(f"model.{key}: not an option of {options['builder']} "
+                                 f"(valid: {', '.join(valid) or 'none'})")
+        return
     if name not in REGISTRY:
-        raise ValueError(f"model.name: unknown model {name!r} (valid: {', '.join(sorted(REGISTRY))})")
+        raise ValueError(f"model.name: unknown model {name!r} (valid: "
+                         f"{', '.join(sorted(REGISTRY))}, or custom with a builder)")
     params = inspect.signature(REGISTRY[name]).parameters
     valid = [p for p in params if p not in ("input_shape", "num_classes")]
     for key in options:
@@ -39,8 +73,12 @@ def build(name: str, input_shape: tuple, num_classes: int, options: dict | None 
     check(name, options)
     if seed is not None:
         keras.utils.set_random_seed(seed)
+    fn = custom_builder(options.pop("builder")) if name == "custom" else REGISTRY[name]
     try:
-        return REGISTRY[name](input_shape, num_classes, **options)
+        model = fn(input_shape, num_classes, **options)
+        if not isinstance(model, keras.Model):
+            raise TypeError(f"the builder returned {type(model).__name__}, not a keras.Model")
+        return model
     except (ValueError, TypeError) as exc:   # a value the builder (or Keras) rejects
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if text.startswith("model."):

@@ -11,7 +11,7 @@ class Cell:
     id: int            # position in the full grid, stable across runs of the same config
     mask: int          # index into prune.sparsities
     rewind: int        # index into rewind.points; -1 for random_reinit (no rewind)
-    control: str       # "none" (the ticket) or a control such as "random_reinit"
+    control: str       # "none" (the ticket), "random_reinit" or "random_mask"
 
     @property
     def name(self) -> str:
@@ -20,10 +20,19 @@ class Cell:
         return f"m{self.mask:02d}_{r}_{self.control}"
 
 
+REWOUND_CONTROLS = ("random_mask",)   # trained from every rewind point, like the tickets
+
+
 def cells(n_masks: int, n_rewinds: int, controls: list[str] = ()) -> list[Cell]:
-    """Every (mask, rewind) ticket, then one cell per mask for each control."""
+    """Every (mask, rewind) ticket, then each control in the order given: random_reinit one
+    cell per mask (a fresh init), random_mask one per (mask, rewind) (a random mask of the
+    ticket's per-layer counts on the same rewound weights)."""
     out = [(m, r, "none") for m in range(n_masks) for r in range(n_rewinds)]
-    out += [(m, -1, c) for c in controls for m in range(n_masks)]
+    for c in controls:
+        if c in REWOUND_CONTROLS:
+            out += [(m, r, c) for m in range(n_masks) for r in range(n_rewinds)]
+        else:
+            out += [(m, -1, c) for m in range(n_masks)]
     return [Cell(i, *c) for i, c in enumerate(out)]
 
 

@@ -53,6 +53,18 @@ def magnitude_masks(weights: dict[str, np.ndarray], sparsity: float,
     return masks
 
 
+def random_like(masks: list[np.ndarray], seed: int) -> list[np.ndarray]:
+    """Random masks keeping exactly as many weights per layer as `masks` (Frankle & Carbin's
+    random pruning control): the layer-wise structure of a ticket without its choice."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for m in masks:
+        keep = np.zeros(m.size, bool)
+        keep[rng.permutation(m.size)[:int(m.sum())]] = True
+        out.append(keep.reshape(m.shape))
+    return out
+
+
 def realized_sparsity(masks: dict[str, np.ndarray]) -> float:
     """Fraction of the masked weights that are pruned."""
     total = sum(m.size for m in masks.values())

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import config as config_mod
 from . import faults, pruning
+from . import plan as plan_mod
 
 FORMAT = "lth-mpi results"
 VERSION = 3    # 2: validation curves, early stop on validation; 3: completeness markers
@@ -306,17 +307,18 @@ def accuracy_table(path: str) -> str:
                    float(f["dense/test_accuracy"][-1]) if dense_complete(f) else float("nan"),
                    _read_cells(f)), path)
     points, unit = cfg["rewind"]["points"], cfg["rewind"]["unit"]
-    controls = cfg["controls"]
-    head = ["sparsity", "remain"] + [f"{unit} {p}" for p in points] + list(controls)
+    # one column per (kind, rewind): tickets and rewound controls by point, reinit once
+    columns = [("none", r, f"{unit} {p}") for r, p in enumerate(points)]
+    for ctl in cfg["controls"]:
+        columns += ([(ctl, r, f"{ctl} {unit} {p}") for r, p in enumerate(points)]
+                    if ctl in plan_mod.REWOUND_CONTROLS else [(ctl, -1, ctl)])
+    head = ["sparsity", "remain"] + [label for _, _, label in columns]
     rows = []
     for m, s in enumerate(cfg["prune"]["sparsities"]):
         row = [f"{s:.3f}", f"{100 * (1 - s):.1f}%"]
-        for r in range(len(points)):
-            hit = [c for c in cells if c["mask"] == m and c["rewind"] == r and c["control"] == "none"]
-            row.append(_entry(hit))
-        for ctl in controls:
-            hit = [c for c in cells if c["mask"] == m and c["control"] == ctl]
-            row.append(_entry(hit))
+        for ctl, r, _ in columns:
+            row.append(_entry([c for c in cells if (c["mask"], c["rewind"], c["control"])
+                               == (m, r, ctl)]))
         rows.append(row)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     fmt = "  ".join(f"{{:>{w}}}" for w in widths)

@@ -316,6 +316,9 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
         if group is not None:
             start = unflatten(group.broadcast(flatten(start)), shapes)
         masks = pruning.unpack_masks(packed[cell.mask], [shapes[i] for i in prunable_idx])
+        if cell.control == "random_mask":   # the same random mask for every rewind point
+            masks = pruning.random_like(masks, seeds.derive(cfg["seed"], seeds.RANDOM_MASK,
+                                                             cell.mask))
         trainer.load(start, masks)
         # keyed by the cell, not by the rank: the same numbers whoever trains it
         try:

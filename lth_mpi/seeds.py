@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-DENSE, CELL, REINIT = 0, 1, 2   # what a stream belongs to: the first element of every key
+DENSE, CELL, REINIT, RANDOM_MASK = 0, 1, 2, 3   # what a stream belongs to: a key's first element
 
 
 def derive(*key: int) -> int:

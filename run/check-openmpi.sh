@@ -19,4 +19,4 @@ done <<< "$alternatives"
 mpiexec --version 2>&1 | grep -qiE 'open ?mpi|openrte' || { echo "check-openmpi: error: $LTH_VENV's mpiexec is not Open MPI" >&2; exit 1; }
 python3 -c 'import mpi4py.MPI as M, sys; v = M.Get_library_version(); print("check-openmpi:", v.splitlines()[0]); sys.exit("Open MPI" not in v)'
 python3 -m pytest tests/test_mpi.py tests/test_mpi_data.py tests/test_end_to_end.py \
-    tests/test_launch_scripts.py "$@"
+    tests/test_launch_scripts.py tests/test_signals.py tests/test_durability.py "$@"

@@ -320,3 +320,43 @@ def test_resume_is_decided_by_what_changes_results(tmp_path):
     proc = lth(2, CONFIG, "--output", out, "--resume", "--set", "seed=3")
     assert proc.returncode != 0 and "(seed differ)" in proc.stderr
     assert os.path.getmtime(out) == before                 # refusals leave the file alone
+
+
+@needs_data
+def test_random_mask_control_through_the_real_pipeline(tmp_path):
+    """controls: [random_mask]: per (mask, rewind), the ticket's per-layer counts at random
+    positions, trained from the same rewound weights; the report shows them per rewind."""
+    import subprocess
+    import sys
+    out = str(tmp_path / "r.h5")
+    proc = lth(2, CONFIG, "--output", out, "--set", "controls=[random_mask]")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cells = {c["name"]: c for c in results.read_cells(out)}
+    assert len(cells) == 8
+    for m in range(2):
+        for r in range(2):
+            ticket, rand = cells[f"m0{m}_r{r}_none"], cells[f"m0{m}_r{r}_random_mask"]
+            assert rand["rewind"] == r and list(rand["epoch"]) == list(ticket["epoch"])
+            assert rand["sparsity_realized"] == ticket["sparsity_realized"]
+            assert rand["final_test_accuracy"] != ticket["final_test_accuracy"]
+    assert "random_mask epoch 1" in results.accuracy_table(out)
+    rep = subprocess.run([sys.executable, "-m", "analysis", "report", out, "--out",
+                          str(tmp_path / "rep")], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert rep.returncode == 0, rep.stderr
+    assert "| random_mask epoch 0 | random_mask epoch 1 |" in (tmp_path / "rep" / "summary.md").read_text()
+
+
+@needs_data
+def test_a_custom_model_through_the_real_pipeline(tmp_path):
+    out = str(tmp_path / "r.h5")
+    proc = lth(2, CONFIG, "--output", out, "--set", "model.name=custom",
+               "--set", "model.builder=tests.custom_models:small_cnn", "--set", "model.filters=4",
+               "--set", "controls=[]")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cells = results.read_cells(out)
+    assert len(cells) == 4 and min(c["final_test_accuracy"] for c in cells) > 0.3   # chance: 0.1
+    with h5py.File(out, "r") as f:
+        names = json.loads(f["weights"].attrs["names"])
+        assert [names[i] for i in json.loads(f["weights"].attrs["prunable"])] == \
+            ["c1/kernel", "d1/kernel", "out/kernel"]

@@ -62,3 +62,22 @@ def test_exclusion_by_layer_name_and_same_seed_same_weights():
         np.testing.assert_array_equal(x, y)
     assert len(models.prunable(a)) == 3
     assert [a.weights[i].path.split("/")[-2] for i in models.prunable(a, ["out"])] == ["fc1", "fc2"]
+
+
+def test_a_custom_builder_joins_the_registry():
+    m = models.build("custom", (28, 28, 1), 10,
+                     {"builder": "tests.custom_models:small_cnn", "filters": 4}, seed=0)
+    assert [m.weights[i].path for i in models.prunable(m)] == ["c1/kernel", "d1/kernel", "out/kernel"]
+    assert m.get_layer("c1").filters == 4
+    for options, message in [
+        ({}, "model.builder: a custom model needs builder"),
+        ({"builder": "nosuch.module:f"}, "model.builder: cannot import 'nosuch.module'"),
+        ({"builder": "tests.custom_models:nope"}, "model.builder: 'tests.custom_models' has no 'nope'"),
+        ({"builder": "tests.custom_models"}, "model.builder: expected"),
+        ({"builder": "tests.custom_models:small_cnn", "width": 3},
+         r"model.width: not an option of tests.custom_models:small_cnn \(valid: filters\)"),
+        ({"builder": "tests.custom_models:not_a_model"},
+         "model: custom cannot be built with .* \\(the builder returned str, not a keras.Model\\)"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            models.build("custom", (28, 28, 1), 10, options)

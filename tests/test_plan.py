@@ -48,3 +48,15 @@ def test_a_ticket_rewound_to_k_trains_the_remaining_iterations():
     assert [plan.start_iteration(c, cfg, 10) for c in grid] == [0, 30, 70, 0]
     cfg["rewind"]["retrain"] = "full"
     assert [plan.start_iteration(c, cfg, 10) for c in grid] == [0, 0, 0, 0]
+
+
+def test_random_mask_controls_follow_every_rewind():
+    grid = plan.cells(2, 3, ["random_reinit", "random_mask"])
+    names = [c.name for c in grid]
+    assert names[:6] == ["m00_r0_none", "m00_r1_none", "m00_r2_none",
+                         "m01_r0_none", "m01_r1_none", "m01_r2_none"]
+    assert names[6:8] == ["m00_init_random_reinit", "m01_init_random_reinit"]
+    assert names[8:] == [f"m0{m}_r{r}_random_mask" for m in range(2) for r in range(3)]
+    cfg = {"rewind": {"points": [0, 1, 2], "unit": "epoch", "retrain": "remaining"}}
+    assert plan.start_iteration(grid[9], cfg, 10) == 10      # m00_r1_random_mask: like the ticket
+    assert plan.start_iteration(grid[6], cfg, 10) == 0       # reinit: all of training

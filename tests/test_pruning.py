@@ -85,3 +85,16 @@ def test_pack_round_trip_is_8x_smaller():
     assert packed.dtype == np.uint8 and packed.size == -(-sum(m.size for m in masks) // 8)
     for a, b in zip(masks, pruning.unpack_masks(packed, [m.shape for m in masks])):
         np.testing.assert_array_equal(a, b)
+
+
+def test_random_masks_keep_each_layers_count_and_nothing_else():
+    rng = np.random.default_rng(0)
+    kernels = {"a": rng.standard_normal((30, 20)), "b": rng.standard_normal((20, 10))}
+    masks = list(pruning.magnitude_masks(kernels, 0.8, "global").values())
+    rand = pruning.random_like(masks, seed=5)
+    assert [r.sum() for r in rand] == [m.sum() for m in masks]          # per layer, exactly
+    assert [r.shape for r in rand] == [m.shape for m in masks]
+    assert all((r != m).any() for r, m in zip(rand, masks))              # not the ticket's choice
+    again = pruning.random_like(masks, seed=5)
+    assert all((a == r).all() for a, r in zip(again, rand))
+    assert any((a != r).any() for a, r in zip(pruning.random_like(masks, seed=6), rand))
