@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 
+from lth_mpi import config
+
 from . import AnalysisError, amdahl, figures, timeline
 from .load import Results, load
 
@@ -28,19 +30,9 @@ class Measured:
     utilization: float
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def same_experiment(a: Results, b: Results) -> list[str]:
     """Config keys in which b differs from a, ignoring where the output goes and the layout."""
-    fa, fb = (_flat({k: v for k, v in r.config.items() if k not in ("output", "parallel")})
+    fa, fb = (config.flat({k: v for k, v in r.config.items() if k not in ("output", "parallel")})
               for r in (a, b))
     return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))
 

@@ -175,6 +175,17 @@ def _check(cfg: dict, world_size: int | None) -> None:
                           f"parallel.group_size {par['group_size']}")
 
 
+def flat(cfg: dict, prefix: str = "") -> dict:
+    """{"dotted.key": value} of a (nested) config, for comparing two of them key by key."""
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            out.update(flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def set_dotted(raw: dict, assignment: str, literal: bool = False) -> None:
     """Apply one `dotted.key=value` override to the raw (unvalidated) config; the value is
     parsed as YAML unless `literal` (paths from the command line are strings as given)."""

@@ -137,13 +137,12 @@ class Stopper:
     def requested(self) -> bool:
         """Has any rank been told to stop? Cheap: a flag and an Iprobe."""
         me = self.world.Get_rank()
-        if self.signum and not self.sends and self.world.Get_size() > 1:
-            msg = np.array([me, self.signum], np.int64)
-            self.sends = [(self.world.Isend(msg, dest=r, tag=STOP_TAG), msg)
-                          for r in range(self.world.Get_size()) if r != me]
+        if self.signum:
             self.origin = self.origin or (me, self.signum)
-        elif self.signum:
-            self.origin = self.origin or (me, self.signum)
+            if not self.sends:
+                msg = np.array([me, self.signum], np.int64)
+                self.sends = [(self.world.Isend(msg, dest=r, tag=STOP_TAG), msg)
+                              for r in range(self.world.Get_size()) if r != me]
         status = MPI.Status()
         while self.world.Iprobe(MPI.ANY_SOURCE, STOP_TAG, status):
             buf = np.empty(2, np.int64)

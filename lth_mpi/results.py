@@ -35,19 +35,9 @@ class NotAResultsFile(ValueError):
 NOT_RESULTS = ("output", "parallel.threads", "dataset.path", "dataset.prefetch")
 
 
-def _flat(cfg: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in cfg.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def result_keys(cfg: dict) -> dict:
     """The flattened config without NOT_RESULTS: what decides the results."""
-    return {k: v for k, v in _flat(cfg).items() if k not in NOT_RESULTS}
+    return {k: v for k, v in config_mod.flat(cfg).items() if k not in NOT_RESULTS}
 
 
 def config_hash(cfg: dict) -> str:
@@ -277,10 +267,11 @@ def while_running(read, path: str, attempts: int = 20, pause: float = 0.1):
 def read_cells(path: str) -> list[dict]:
     """Every finished cell as a dict of its attributes plus its curves (also while the job
     is still writing the file)."""
-    return while_running(_read_cells, path)
+    return while_running(cells_in, path)
 
 
-def _read_cells(f: h5py.File) -> list[dict]:
+def cells_in(f: h5py.File) -> list[dict]:
+    """read_cells on an open file."""
     out = []
     for name, g in f["cells"].items():
         if not cell_complete(f, g):
@@ -305,7 +296,7 @@ def accuracy_table(path: str) -> str:
     cfg, dense, cells = while_running(
         lambda f: (config_mod.yaml.safe_load(f.attrs["config"]),
                    float(f["dense/test_accuracy"][-1]) if dense_complete(f) else float("nan"),
-                   _read_cells(f)), path)
+                   cells_in(f)), path)
     points, unit = cfg["rewind"]["points"], cfg["rewind"]["unit"]
     # one column per (kind, rewind): tickets and rewound controls by point, reinit once
     columns = [("none", r, f"{unit} {p}") for r, p in enumerate(points)]

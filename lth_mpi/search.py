@@ -93,13 +93,14 @@ def dense_phase(cfg, dense_data, group=None, stop=None):
     trainer = training.Trainer(model, dense_data, cfg["train"], [], group, stop)   # no masks
     if group is not None:
         shapes = [w.shape for w in trainer.weights()]
-        trainer.load(unflatten(group.broadcast(flatten(trainer.weights())), shapes))
+        leader = group.broadcast(training.flatten(trainer.weights()))
+        trainer.load(training.unflatten(leader, shapes))
     points, unit = cfg["rewind"]["points"], cfg["rewind"]["unit"]
     snaps = {}
 
     def snapshot(step):
         if step in points and step not in snaps:
-            snaps[step] = flatten(trainer.weights())
+            snaps[step] = training.flatten(trainer.weights())
     snapshot(0)   # epoch 0 and iteration 0 are both the initialization
     on_epoch = (lambda e: snapshot(e)) if unit == "epoch" else None
     on_step = snapshot if unit == "iteration" else None
@@ -116,19 +117,6 @@ def dense_phase(cfg, dense_data, group=None, stop=None):
         realized.append(pruning.realized_sparsity(masks))
         packed.append(pruning.pack_masks(list(masks.values())))
     return history, np.stack([snaps[p] for p in points]), np.stack(packed), np.array(realized)
-
-
-def flatten(arrays) -> np.ndarray:
-    return np.concatenate([np.asarray(a, np.float32).ravel() for a in arrays])
-
-
-def unflatten(flat, shapes):
-    out, start = [], 0
-    for s in shapes:
-        n = int(np.prod(s))
-        out.append(flat[start:start + n].reshape(s))
-        start += n
-    return out
 
 
 def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
@@ -205,7 +193,7 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
     t = time.time()
     if layout.is_writer and have_dense:
         _, _, ck, mk = results.read_dense(writer.f)
-        ckpts = np.stack([flatten(c) for c in ck])
+        ckpts = np.stack([training.flatten(c) for c in ck])
         packed = np.stack([pruning.pack_masks(m) for m in mk])
         realized = writer.f["masks"].attrs["sparsity_realized"]
         print(f"lth-mpi: resuming {cfg['output']}: dense phase and {len(done)} of "
@@ -311,10 +299,10 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
                 cfg, group_data, seeds.derive(cfg["seed"], seeds.REINIT, cell.mask))
             start = [np.asarray(w) for w in fresh.get_weights()]
         else:
-            start = unflatten(ckpts[cell.rewind], shapes)
+            start = training.unflatten(ckpts[cell.rewind], shapes)
         # the group starts from the leader's exact bits, as Horovod's examples do
         if group is not None:
-            start = unflatten(group.broadcast(flatten(start)), shapes)
+            start = training.unflatten(group.broadcast(training.flatten(start)), shapes)
         masks = pruning.unpack_masks(packed[cell.mask], [shapes[i] for i in prunable_idx])
         if cell.control == "random_mask":   # the same random mask for every rewind point
             masks = pruning.random_like(masks, seeds.derive(cfg["seed"], seeds.RANDOM_MASK,

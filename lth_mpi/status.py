@@ -7,7 +7,6 @@ file has it, its test accuracy shown).
 """
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
@@ -22,11 +21,10 @@ def _summary(f) -> dict:
             "error": str(attrs.get("error", "")),
             "config": config_mod.yaml.safe_load(attrs["config"]),
             "n_groups": int(attrs.get("n_groups", 1)),
-            "world_size": int(attrs.get("world_size", 1)),
             "job_started": float(attrs.get("job_started", np.nan)),
             "resumed": int(attrs.get("resumed", 0)),
             "dense": results.dense_complete(f),
-            "cells": results._read_cells(f)}
+            "cells": results.cells_in(f)}
 
 
 def report(path: str, now: float | None = None) -> str:

@@ -63,7 +63,7 @@ def synchronize_batchnorm(model, batch_sum) -> int:
     and one rank differ only in the order of float summation. The gradient flows through the
     reduction (its gradient is the same sum of the upstream gradients).
     """
-    layers = [la for la in model._flatten_layers() if isinstance(la, keras.layers.BatchNormalization)]
+    layers = batchnorm_layers(model)
     for layer in layers:
         summed = batch_sum()
 
@@ -83,10 +83,28 @@ def synchronize_batchnorm(model, batch_sum) -> int:
     return len(layers)
 
 
+def batchnorm_layers(model) -> list:
+    return [la for la in model._flatten_layers() if isinstance(la, keras.layers.BatchNormalization)]
+
+
 def batchnorm_statistics(model) -> list:
     """The moving mean and variance variables of every BatchNormalization layer."""
-    return [v for la in model._flatten_layers() if isinstance(la, keras.layers.BatchNormalization)
-            for v in (la.moving_mean, la.moving_variance)]
+    return [v for la in batchnorm_layers(model) for v in (la.moving_mean, la.moving_variance)]
+
+
+def flatten(arrays) -> np.ndarray:
+    """Arrays (or variables) as one float32 buffer, to send or store in one piece."""
+    return np.concatenate([np.asarray(a, np.float32).ravel() for a in arrays])
+
+
+def unflatten(flat, shapes) -> list:
+    """Inverse of flatten, given the shapes."""
+    out, start = [], 0
+    for s in shapes:
+        n = int(np.prod(s))
+        out.append(flat[start:start + n].reshape(s))
+        start += n
+    return out
 
 
 class Interrupted(Exception):
@@ -169,20 +187,14 @@ class Trainer:
         if self.group is None:
             return
         if self.statistics and not self.sync_bn:
-            flat = np.concatenate([np.asarray(v).ravel() for v in self.statistics])
-            flat = np.asarray(self.total(flat.astype(np.float64))) / self.group.size
-            start = 0
-            for v in self.statistics:
-                v.assign(flat[start:start + int(np.prod(v.shape))].reshape(v.shape).astype(np.float32))
-                start += int(np.prod(v.shape))
+            summed = self.total(flatten(self.statistics).astype(np.float64))
+            mean = np.asarray(summed) / self.group.size
+            for v, a in zip(self.statistics, unflatten(mean, [v.shape for v in self.statistics])):
+                v.assign(a.astype(np.float32))
         weights = self.model.weights
-        flat = np.concatenate([np.asarray(w).ravel() for w in weights]).astype(np.float32)
-        flat = np.asarray(self.group.broadcast(flat))
-        start = 0
-        for w in weights:
-            n = int(np.prod(w.shape))
-            w.assign(flat[start:start + n].reshape(w.shape))
-            start += n
+        leader = np.asarray(self.group.broadcast(flatten(weights)))
+        for w, a in zip(weights, unflatten(leader, [w.shape for w in weights])):
+            w.assign(a)
 
     # --- compiled steps -----------------------------------------------------------------
     def _normalize(self, x):
@@ -246,8 +258,9 @@ class Trainer:
 
     def fit(self, epochs: int, seed: int, on_epoch=None, on_step=None, start: int = 0) -> dict:
         """Train from iteration `start` to the end of epoch `epochs`, evaluating on test and
-        validation at the end of every epoch; returns the curves, counted from the start of training (a ticket rewound
-        to iteration k continues at k + 1; a start inside an epoch trains the rest of it).
+        validation at the end of every epoch; returns the curves, counted from the start of
+        training (a ticket rewound to iteration k continues at k + 1; a start inside an
+        epoch trains the rest of it).
         Epoch e's data order comes from (seed, e) and this rank's shard: the same on any
         layout (seeds.py).
 

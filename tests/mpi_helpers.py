@@ -30,3 +30,26 @@ def mpiexec(n: int, args: list[str], timeout: float = 600, cwd: str = ROOT, env=
 
 def lth(n: int, config: str, *extra: str, timeout: float = 600, env=None):
     return mpiexec(n, ["-m", "lth_mpi", "run", config, *extra], timeout, env=env)
+
+
+TINY = os.path.join(ROOT, "tests", "configs", "tiny_fashion.yaml")
+COMPARED = ("train_loss", "test_accuracy", "val_accuracy")
+
+
+def finished_cells(out: str, *extra: str) -> dict:
+    """Run the tiny search on 2 ranks to its end; its cells by name (a reference run)."""
+    proc = lth(2, TINY, "--output", out, *extra)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    from lth_mpi import results
+    return {c["name"]: c for c in results.read_cells(out)}
+
+
+def assert_same_cells(path: str, reference: dict) -> None:
+    """Every cell of `path` has the reference run's curves, bit for bit (a resumed run)."""
+    import numpy as np
+    from lth_mpi import results
+    cells = {c["name"]: c for c in results.read_cells(path)}
+    assert sorted(cells) == sorted(reference)
+    for name, c in cells.items():
+        for k in COMPARED:
+            np.testing.assert_array_equal(c[k], reference[name][k])

@@ -8,33 +8,22 @@ file with the same numbers as a run that was never stopped.
 import os
 
 import h5py
-import numpy as np
 import pytest
 
 from lth_mpi import data, results
-from mpi_helpers import ROOT, lth
+from mpi_helpers import TINY as CONFIG
+from mpi_helpers import assert_same_cells, finished_cells, lth
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(data.FASHION_MNIST_DIR),
                                 reason="dataset-fashion-mnist not installed (run/install.sh)")
-CONFIG = os.path.join(ROOT, "tests", "configs", "tiny_fashion.yaml")
 SMALL = ["--set", "controls=[]", "--set", "rewind.points=[0]", "--set", "parallel.group_size=1"]
-CURVES = ("train_loss", "test_accuracy", "val_accuracy")
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("ref") / "r.h5")
-    proc = lth(2, CONFIG, "--output", out, *SMALL)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return {c["name"]: c for c in results.read_cells(out)}
-
-
-def same_as(reference, path):
-    cells = {c["name"]: c for c in results.read_cells(path)}
-    assert sorted(cells) == sorted(reference) == ["m00_r0_none", "m01_r0_none"]
-    for name, c in cells.items():
-        for k in CURVES:
-            np.testing.assert_array_equal(c[k], reference[name][k])
+    cells = finished_cells(str(tmp_path_factory.mktemp("ref") / "r.h5"), *SMALL)
+    assert sorted(cells) == ["m00_r0_none", "m01_r0_none"]
+    return cells
 
 
 @pytest.mark.parametrize("point,nth", [("dense-curves", 1), ("dense-masks", 1),
@@ -54,7 +43,7 @@ def test_a_stop_inside_any_write_is_redone_on_resume(tmp_path, reference, point,
     assert len(finished) == (0 if point.startswith("dense") else 1)
     proc = lth(2, CONFIG, "--output", out, *SMALL, "--resume")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    same_as(reference, out)
+    assert_same_cells(out, reference)
     with h5py.File(out, "r") as f:
         assert f.attrs["status"] == "complete"
         assert all("complete" in g.attrs for g in f["cells"].values())
@@ -73,7 +62,7 @@ def test_a_full_disk_mid_grid_keeps_the_finished_cells(tmp_path, reference):
     assert len(results.read_cells(out)) == 1
     proc = lth(2, CONFIG, "--output", out, *SMALL, "--resume")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    same_as(reference, out)
+    assert_same_cells(out, reference)
 
 
 def test_a_full_disk_while_writing_the_dense_phase_stops_every_rank(tmp_path):

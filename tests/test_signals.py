@@ -9,16 +9,15 @@ import sys
 import time
 
 import h5py
-import numpy as np
 import psutil
 import pytest
 
-from lth_mpi import data, results
-from mpi_helpers import ENV, ROOT, launch, lth
+from lth_mpi import data
+from mpi_helpers import TINY as CONFIG
+from mpi_helpers import ENV, ROOT, assert_same_cells, finished_cells, launch, lth
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(data.FASHION_MNIST_DIR),
                                 reason="dataset-fashion-mnist not installed (run/install.sh)")
-CONFIG = os.path.join(ROOT, "tests", "configs", "tiny_fashion.yaml")
 GROUPS_OF_ONE = ["--set", "parallel.group_size=1"]
 
 
@@ -35,10 +34,7 @@ def rank_pid(job: subprocess.Popen, rank: int) -> int:
 
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("plain") / "r.h5")
-    proc = lth(2, CONFIG, "--output", out, *GROUPS_OF_ONE)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return {c["name"]: c for c in results.read_cells(out)}
+    return finished_cells(str(tmp_path_factory.mktemp("plain") / "r.h5"), *GROUPS_OF_ONE)
 
 
 @pytest.mark.parametrize("target,sig", [("mpiexec", signal.SIGTERM), ("rank 1", signal.SIGTERM),
@@ -75,8 +71,4 @@ def test_a_signal_stops_the_job_cleanly_and_resume_finishes_it(tmp_path, plain, 
     assert 1 <= kept < 6 and f"{kept} of 6 cells are in" in lines[0]
     proc = lth(2, CONFIG, "--output", out, *GROUPS_OF_ONE, "--resume")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    cells = results.read_cells(out)
-    assert sorted(c["name"] for c in cells) == sorted(plain)
-    for c in cells:
-        for k in ("train_loss", "test_accuracy", "val_accuracy"):
-            np.testing.assert_array_equal(c[k], plain[c["name"]][k])
+    assert_same_cells(out, plain)
