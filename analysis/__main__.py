@@ -27,9 +27,10 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="figures and a summary of one results file")
     r.add_argument("results", help="results HDF5 file (finished or interrupted)")
     r.add_argument("--out", help="output directory (default: <results name>_report)")
-    r.add_argument("--tolerance", type=float, default=0.01,
+    r.add_argument("--tolerance", type=float, default=None,
                    help="winning tickets: accuracy at most this far below the dense network's, "
-                        "as a fraction (default 0.01 = 1 point)")
+                        "as a fraction (default 0.01 = 1 point; with seeds, the dense "
+                        "networks' sd over the seeds)")
     r.add_argument("--metric", choices=("final", "best"), default="final",
                    help="accuracy after the last epoch (final) or at the early-stop point (best)")
     r.add_argument("--format", choices=("md", "html"), default="md", help="summary format")
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
             out = report(args.results, out_dir, args.tolerance, args.metric, args.format,
                          args.sparsities, args.window, args.job, args.group_efficiency)
             res = out["results"]
-            print(f"analysis: {len(res.cells)} of {len(res.expected)} cells finished"
+            print(f"analysis: {len(res.runs)} of {len(res.expected)} cells finished"
                   + (f", {len(out['missing'])} missing" if out["missing"] else ""))
             if out["winners"]:
                 w = out["winners"][0]

@@ -18,7 +18,7 @@ import yaml
 from lth_mpi import plan
 from lth_mpi import results as lth_results
 
-from . import AnalysisError
+from . import AnalysisError, tickets
 
 
 @dataclasses.dataclass
@@ -44,6 +44,9 @@ class Results:
     cells: list                 # finished cells: attributes plus curves, by id
     grid: list                  # every cell of the grid (lth_mpi.plan.Cell), by id
     timings: list               # Timings of each job that finished, oldest first
+    runs: list = dataclasses.field(default_factory=list)        # every finished cell, as
+    #   written; with `seeds`, `cells` holds their means over the replicates instead
+    dense_runs: list = dataclasses.field(default_factory=list)  # dense curves per replicate
 
     @property
     def name(self) -> str:
@@ -70,8 +73,12 @@ class Results:
         return [c.name for c in self.grid]
 
     @property
+    def replicated(self) -> bool:
+        return bool(self.config.get("seeds"))
+
+    @property
     def missing(self) -> list:
-        done = {c["name"] for c in self.cells}
+        done = {c["name"] for c in self.runs}
         return [n for n in self.expected if n not in done]
 
     @property
@@ -140,11 +147,12 @@ def _load(path: str) -> Results:
         except (KeyError, yaml.YAMLError):
             raise AnalysisError(
                 f"{path} is not an lth-mpi results file (no readable config)") from None
-        sparsities = list(cfg["prune"]["sparsities"])
+        sparsities = lth_results.sparsities(f, cfg)
         points, controls = list(cfg["rewind"]["points"]), list(cfg["controls"])
         done = lth_results.dense_complete(f)
-        realized = f["masks"].attrs["sparsity_realized"][()] if done else None
-        dense = lth_results.read_curves(f["dense"]) if done else None
+        where = [lth_results.replicate_group(f, k) for k in lth_results.replicates_in(f)]
+        realized = where[0]["masks"].attrs["sparsity_realized"][()] if done else None
+        dense_runs = [lth_results.read_curves(w["dense"]) for w in where] if done else []
         cells = []
         for name, g in f["cells"].items() if "cells" in f else ():
             if not lth_results.cell_complete(f, g):
@@ -157,7 +165,10 @@ def _load(path: str) -> Results:
             d = f["timings"][key]
             timings.append(Timings(int(key[3:]), d[()].reshape(-1, 5),
                                    tuple(json.loads(d.attrs["phases"])), float(d.attrs["t0"])))
-    grid = plan.cells(len(sparsities), len(points), controls)
+    grid = plan.grid_for(cfg, len(sparsities))
+    runs = sorted(cells, key=lambda c: c["id"])
+    dense = dense_runs[0] if len(dense_runs) == 1 else tickets.mean_curves(dense_runs) \
+        if dense_runs else None
+    cells = tickets.replicate_means(runs) if cfg.get("seeds") else runs
     return Results(path, cfg, attrs, sparsities, realized, points, cfg["rewind"]["unit"],
-                   controls, dense, sorted(cells, key=lambda c: c["id"]),
-                   grid, timings)
+                   controls, dense, cells, grid, timings, runs, dense_runs)

@@ -14,6 +14,7 @@ import numpy as np
 from . import AnalysisError, amdahl, figures, tickets, timeline
 from .load import Results, load
 
+from lth_mpi import config as lth_config
 from lth_mpi import plan
 from lth_mpi.results import select as results_select
 
@@ -91,8 +92,16 @@ def overview(res: Results) -> list:
                       f"{'the remaining epochs' if cfg['rewind'].get('retrain') == 'remaining' else 'all of them'}), "
                       f"batch {cfg['train']['batch_size']}, "
                       f"{cfg['train']['optimizer']} lr {cfg['train']['learning_rate']:g}",
-                      f"{len(res.sparsities)} sparsities ({cfg['prune']['scope']}) x "
-                      f"{len(res.points)} rewind points ({res.unit}s {res.points}), controls: "
+                      (f"{len(res.sparsities)} levels of iterative pruning at rate "
+                       f"{cfg['prune']['rate']:g} ({cfg['prune']['scope']})"
+                       if lth_config.iterative(cfg) else
+                       f"{len(res.sparsities)} final sparsities of gradual pruning "
+                       f"({cfg['prune']['scope']}, iterations {cfg['prune']['begin']} to "
+                       f"{cfg['prune']['end']})" if lth_config.gradual(cfg) else
+                       f"{len(res.sparsities)} sparsities ({cfg['prune']['scope']})") + " x "
+                      + (f"{len(cfg['seeds'])} replicates (seeds {cfg['seeds']}) x "
+                         if res.replicated else "")
+                      + f"{len(res.points)} rewind points ({res.unit}s {res.points}), controls: "
                       f"{', '.join(res.controls) or 'none'}",
                       f"{res.world_size} ranks in {res.n_groups} groups of {res.group_size}"])]
 
@@ -112,15 +121,21 @@ def selection_note(res: Results) -> str:
 def accuracy_section(res: Results, metric: str, window, figs: dict) -> list:
     d = res.dense["test_accuracy"]
     mean, spread, n = tickets.dense_band(d, window)
+    band = (f"band {_pct(mean)} ± {_pct(spread)} (mean ± sd of its last {n} epochs: the "
+            "dense net is trained once)")
+    if res.replicated:
+        mean, spread = tickets.dense_spread(res.dense_runs)
+        band = (f"over the {len(res.dense_runs)} seeds {res.config['seeds']} the final test "
+                f"accuracy is {_pct(mean)} ± {_pct(spread)} (mean ± sd); every cell below is "
+                "the mean of its replicates")
     best = tickets.best_cell(res.cells, metric, res.selection)
     stop = results_select(res.dense)[0]
     out = [("h2", "Accuracy"),
            ("p", selection_note(res)),
            ("list", [f"dense network: final {_pct(d[-1])}, at its early stop {_pct(d[stop])} "
                      f"(iteration {int(res.dense['iteration'][stop])}, chosen on "
-                     f"{'validation' if res.selection == 'val' else 'test'}); band "
-                     f"{_pct(mean)} ± {_pct(spread)} (mean ± sd of its last {n} epochs: the "
-                     "dense net is trained once)"]
+                     f"{'validation' if res.selection == 'val' else 'test'}"
+                     f"{', curves averaged over seeds' if res.replicated else ''}); {band}"]
             + ([f"best ticket: {best['name']} ({_remain(best['sparsity'])} of weights, rewind "
                 f"to {res.point_label(best['rewind'])}): {_pct(tickets.accuracy(best, metric))}"]
                if best else [])),
@@ -137,7 +152,9 @@ def accuracy_section(res: Results, metric: str, window, figs: dict) -> list:
             mark = " (best)" if best and (best["mask"], best["rewind"]) == (m, r) else ""
             gone = [c for c in tickets.diverged(res.cells)
                     if (c["mask"], c["rewind"], c["control"]) == (m, r, "none")]
-            row.append("diverged" if gone else "–" if np.isnan(v) else f"{100 * v:.2f}{mark}")
+            hit = [c for c in tickets.tickets(res.cells) if (c["mask"], c["rewind"]) == (m, r)]
+            sd = _sd(hit[0], metric) if hit else ""
+            row.append("diverged" if gone else "–" if np.isnan(v) else f"{100 * v:.2f}{sd}{mark}")
         for ctl, r, _ in controls:
             hit = [c for c in res.cells if (c["mask"], c["rewind"], c["control"]) == (m, r, ctl)]
             row.append(_control_entry(hit, metric))
@@ -168,19 +185,40 @@ def _control_entry(hit: list, metric: str) -> str:
         return "–"
     if tickets.diverged(hit):
         return "diverged"
-    return f"{100 * tickets.accuracy(hit[0], metric):.2f}"
+    return f"{100 * tickets.accuracy(hit[0], metric):.2f}" + _sd(hit[0], metric)
 
 
-def winners_section(res: Results, metric: str, tolerance: float) -> tuple[list, list]:
+def _sd(cell: dict, metric: str) -> str:
+    """ ± the sd over replicates (`seeds`), or nothing for a single run."""
+    sd = cell.get(f"{metric}_test_accuracy_sd")
+    return "" if sd is None else f" ± {100 * sd:.2f}"
+
+
+def tolerance_for(res: Results, tolerance: float | None) -> tuple[float, str]:
+    """The winning-ticket tolerance and why: as given; else, with `seeds`, the dense nets'
+    spread (sd of their final accuracy on the selection split over the seeds); else 1 point."""
+    if tolerance is not None:
+        return tolerance, ""
+    if res.replicated and len(res.dense_runs) > 1:
+        sd = tickets.dense_spread(res.dense_runs, res.selection)[1]
+        return sd, (f" (the dense networks' spread: the sd of their final accuracy over "
+                    f"the {len(res.dense_runs)} seeds)")
+    return 0.01, ""
+
+
+def winners_section(res: Results, metric: str, tolerance: float | None) -> tuple[list, list]:
     split = res.selection
     on = "validation" if split == "val" else "test"
     ref = tickets.dense_reference(res.dense, metric, split)
     test_ref = tickets.dense_reference(res.dense, metric, "test")
+    tolerance, why = tolerance_for(res, tolerance)
     wins = tickets.winning_tickets(res.cells, ref, tolerance, metric, split)
+    mean = " mean" if res.replicated else ""
     out = [("h2", "Winning tickets"),
-           ("p", f"The sparsest ticket of each rewind point whose {metric} {on} accuracy is "
-                 f"at most {100 * tolerance:g} percentage points below the dense network's "
-                 f"({_pct(ref)}), i.e. at least {_pct(ref - tolerance)}; sparsest first, the "
+           ("p", f"The sparsest ticket of each rewind point whose{mean} {metric} {on} accuracy "
+                 f"is at most {100 * tolerance:.3g} percentage points{why} below the dense "
+                 f"network's{mean} ({_pct(ref)}), i.e. at least {_pct(ref - tolerance)}; "
+                 "sparsest first, the "
                  "first row is the winning ticket. Chosen on " + on + "; the accuracy shown is "
                  f"the test accuracy, against the dense network's {_pct(test_ref)}. Controls "
                  "(random reinit) at the same sparsity show whether the rewound weights matter.")]
@@ -193,7 +231,7 @@ def winners_section(res: Results, metric: str, tolerance: float) -> tuple[list, 
         a = tickets.accuracy(c, metric)
         row = [c["name"], _remain(c["sparsity"]), res.point_label(c["rewind"]),
                f"{100 * tickets.accuracy(c, metric, split):.2f}",
-               f"{100 * a:.2f}", f"{100 * (a - test_ref):+.2f}"]
+               f"{100 * a:.2f}{_sd(c, metric)}", f"{100 * (a - test_ref):+.2f}"]
         for ctl in res.controls:   # the same mask (and rewind, for a random mask)
             hit = [k for k in res.cells if k["mask"] == c["mask"] and k["control"] == ctl
                    and (ctl not in plan.REWOUND_CONTROLS or k["rewind"] == c["rewind"])]
@@ -288,13 +326,13 @@ def projection_section(res: Results, timings, efficiency: float) -> list:
 
 # --- the command -----------------------------------------------------------------------------
 
-def report(path: str, out_dir: str, tolerance: float = 0.01, metric: str = "final",
+def report(path: str, out_dir: str, tolerance: float | None = None, metric: str = "final",
            fmt: str = "md", sparsities=None, window=None, job=None,
            efficiency: float = 1.0) -> dict:
     """Write the figures and the summary; returns the key numbers (for the CLI and tests)."""
     if fmt not in FORMATS:
         raise AnalysisError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
-    if tolerance < 0:
+    if tolerance is not None and tolerance < 0:
         raise AnalysisError(f"--tolerance: must be >= 0, got {tolerance}")
     res = load(path)
     timings = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lth_mpi.results import select
+from lth_mpi.results import CURVES, select
 
 METRICS = ("final", "best")
 SPLITS = ("test", "val")
@@ -52,6 +52,46 @@ def dense_band(test_accuracy, window: int | None = None) -> tuple[float, float, 
     window = max(1, min(window, len(acc)))
     tail = acc[-window:]
     return float(tail.mean()), float(tail.std()), window
+
+
+ACCURACIES = ("final_test_accuracy", "final_val_accuracy", "best_test_accuracy",
+              "best_val_accuracy")
+
+
+def mean_curves(runs: list[dict]) -> dict:
+    """Element-wise mean of replicates' curves (the same epochs in each)."""
+    return {k: np.mean([np.asarray(r[k], np.float64) for r in runs], axis=0) for k in runs[0]}
+
+
+def replicate_means(cells: list[dict]) -> list[dict]:
+    """`seeds` replicates: one cell per (mask, rewind, control) holding the mean over its
+    trained replicates of every accuracy and curve, `<accuracy>_sd` (population sd) and
+    `replicates` (how many); diverged only if every replicate diverged. Named as the
+    replicates without their _s<k>."""
+    groups: dict[tuple, list] = {}
+    for c in sorted(cells, key=lambda c: c["id"]):
+        groups.setdefault((c["mask"], c["rewind"], c["control"]), []).append(c)
+    out = []
+    for members in groups.values():
+        ok = trained(members) or members
+        mean = dict(ok[0])
+        mean["name"] = members[0]["name"].rsplit("_s", 1)[0]
+        mean["replicates"], mean["replicate"] = len(ok), -1
+        mean["id"] = min(c["id"] for c in members)
+        for k in ACCURACIES:
+            values = np.array([c[k] for c in ok], np.float64)
+            mean[k], mean[k + "_sd"] = float(values.mean()), float(values.std())
+        lengths = {len(c["epoch"]) for c in ok}
+        if len(lengths) == 1:
+            mean.update(mean_curves([{k: c[k] for k in CURVES} for c in ok]))
+        out.append(mean)
+    return sorted(out, key=lambda c: c["id"])
+
+
+def dense_spread(runs: list[dict], split: str = "test") -> tuple[float, float]:
+    """(mean, population sd) of the dense networks' final accuracy over `seeds`."""
+    values = np.array([np.asarray(r[f"{split}_accuracy"], np.float64)[-1] for r in runs])
+    return float(values.mean()), float(values.std())
 
 
 def trained(cells: list[dict]) -> list[dict]:

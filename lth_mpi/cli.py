@@ -1,5 +1,6 @@
 """Command line: `lth-mpi run CONFIG.yaml [--set k=v ...] [--output PATH] [--resume] [--dry-run]`
-and `lth-mpi status RESULTS.h5` (no MPI needed).
+`lth-mpi status RESULTS.h5` and `lth-mpi export RESULTS.h5 CELL --format tflite
+[--quantize float16|int8]` (no MPI needed).
 
 Usage: mpiexec -n <P> python -m mpi4py -m lth_mpi run CONFIG.yaml
        srun -n <P> python -m mpi4py -m lth_mpi run CONFIG.yaml
@@ -27,6 +28,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     s = sub.add_parser("status", help="how a search stands, from its results file (no MPI)")
     s.add_argument("results", help="results HDF5 file, running or finished")
+    e = sub.add_parser("export", help="a cell's trained model as a TensorFlow Lite file (no MPI)")
+    e.add_argument("results", help="results HDF5 file written with results.keep_weights")
+    e.add_argument("cell", help="cell name, e.g. m02_r0_none, or dense")
+    e.add_argument("--format", default="tflite", help="tflite (the only format)")
+    e.add_argument("--quantize", default="none", help="none | float16 | int8 (full integer)")
+    e.add_argument("--output", help="file to write (default RESULTS-CELL[-QUANT].tflite)")
     return p
 
 
@@ -35,6 +42,9 @@ def main(argv=None) -> int:
     if args.command == "status":
         from . import status
         return status.main(args.results)
+    if args.command == "export":
+        from . import export
+        return export.main(args.results, args.cell, args.format, args.quantize, args.output)
     from . import config, parallel, search   # after argparse, so --help needs no MPI
     literal = {"output": args.output} if args.output else {}   # a path, never YAML
     cfg, error = None, None

@@ -24,6 +24,7 @@ REQUIRED = object()
 SCHEMA = {
     "name": (str, "lth-search"),
     "seed": (int, 0),
+    "seeds": ((list, type(None)), None),     # replicates: one whole search per seed
     "output": (str, "results.h5"),
     "model": {"name": (str, REQUIRED)},
     "dataset": {"name": (str, "fashion_mnist"),
@@ -43,10 +44,19 @@ SCHEMA = {
     "rewind": {"unit": (str, "epoch"),
                "points": (list, [0]),
                "retrain": (str, "remaining")},
-    "prune": {"sparsities": (list, REQUIRED),
+    "prune": {"mode": (str, "oneshot"),
+              "sparsities": ((list, type(None)), None),    # oneshot: required
               "scope": (str, "global"),
-              "exclude": (list, [])},
+              "exclude": (list, []),
+              "levels": ((int, type(None)), None),         # iterative: required
+              "rate": ((float, type(None)), None),         # iterative: 0.2 unless given
+              "layer_rates": (dict, {}),                   # iterative: {layer: own rate}
+              "initial": ((float, type(None)), None),      # gradual: 0 unless given
+              "begin": ((int, type(None)), None),          # gradual: 0 unless given
+              "end": ((int, type(None)), None),            # gradual: required
+              "frequency": ((int, type(None)), None)},     # gradual: 100 unless given
     "controls": (list, []),
+    "results": {"keep_weights": (str, "none")},
     "parallel": {"group_size": (int, 4),
                  "assign": (str, "masks"),
                  "dense": (str, "rank0"),
@@ -57,17 +67,105 @@ CHOICES = {
     "train.optimizer": ("adam", "sgd"),
     "rewind.unit": ("epoch", "iteration"),
     "rewind.retrain": ("remaining", "full"),
+    "prune.mode": ("oneshot", "iterative", "gradual"),
     "prune.scope": ("global", "layerwise"),
     "parallel.assign": ("masks", "cells"),
+    "results.keep_weights": ("none", "best", "all"),
     "parallel.dense": ("rank0", "data_parallel"),
 }
 CONTROLS = ("random_reinit", "random_mask")
+ITERATIVE_RATE = 0.2    # Frankle & Carbin's per-level rate for fully connected layers
+ONLY = {"iterative": ("levels", "rate", "layer_rates"),
+        "gradual": ("initial", "begin", "end", "frequency")}
+GRADUAL_DEFAULTS = {"initial": 0.0, "begin": 0, "frequency": 100}
 
 
 def remaining(cfg: dict) -> bool:
     """A ticket rewound to k trains the remaining T - k (Frankle et al. 2020, open_lth), not
     T more: otherwise a late rewind point trains longer than the dense net it is compared to."""
     return cfg["rewind"]["retrain"] == "remaining"
+
+
+def replicates(cfg: dict) -> list[int] | None:
+    """The seeds of the replicates (`seeds: [...]`), or None for one search with `seed`."""
+    return cfg.get("seeds")
+
+
+def seeded(cfg: dict, replicate: int) -> dict:
+    """The config as replicate `replicate` (-1: the single search) sees it: its own seed,
+    which keys its dense net, masks, controls and data orders (lth_mpi.seeds)."""
+    if replicate < 0:
+        return cfg
+    return {**cfg, "seed": cfg["seeds"][replicate]}
+
+
+def iterative(cfg: dict) -> bool:
+    """Iterative magnitude pruning: chains of levels, each pruned from the one before."""
+    return cfg["prune"].get("mode") == "iterative"    # files before it was added: one-shot
+
+
+def gradual(cfg: dict) -> bool:
+    """Gradual magnitude pruning: each cell prunes while it trains (Zhu & Gupta 2017)."""
+    return cfg["prune"].get("mode") == "gradual"
+
+
+def _check_prune(prune: dict, controls: list) -> None:
+    """One-shot takes a list of sparsities; iterative takes levels and rates instead;
+    gradual takes the final sparsities and a schedule."""
+    for mode, keys in ONLY.items():
+        for key in keys:
+            if prune["mode"] != mode and prune[key] not in (None, {}):
+                raise ConfigError(f"prune.{key}: only used with prune.mode: {mode}")
+    if prune["mode"] in ("oneshot", "gradual"):
+        sp = prune["sparsities"]
+        if sp is None:
+            raise ConfigError("prune.sparsities: required key is missing")
+        if not sp:
+            raise ConfigError("prune.sparsities: needs at least one sparsity")
+        for s in sp:
+            if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < 1:
+                raise ConfigError(f"prune.sparsities: {s!r} is outside (0, 1)")
+        if len(set(sp)) != len(sp):
+            raise ConfigError(f"prune.sparsities: duplicate values in {sp}")
+        if prune["mode"] == "gradual":
+            _check_gradual(prune, controls)
+        return
+    if prune["sparsities"] is not None:
+        raise ConfigError("prune.sparsities: not used with prune.mode: iterative "
+                          "(prune.levels and prune.rate decide the sparsities)")
+    if prune["levels"] is None:
+        raise ConfigError("prune.levels: required with prune.mode: iterative")
+    if prune["levels"] < 1:
+        raise ConfigError(f"prune.levels: must be >= 1, got {prune['levels']}")
+    if prune["rate"] is None:
+        prune["rate"] = ITERATIVE_RATE
+    rates = {"prune.rate": prune["rate"]}
+    rates.update({f"prune.layer_rates.{k}": v for k, v in prune["layer_rates"].items()})
+    for key, r in rates.items():
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r < 1:
+            raise ConfigError(f"{key}: {r!r} is outside (0, 1)")
+
+
+def _check_gradual(prune: dict, controls: list) -> None:
+    for key, value in GRADUAL_DEFAULTS.items():
+        if prune[key] is None:
+            prune[key] = value
+    if prune["end"] is None:
+        raise ConfigError("prune.end: required with prune.mode: gradual (the iteration at "
+                          "which the final sparsity is reached)")
+    if prune["begin"] < 0:
+        raise ConfigError(f"prune.begin: must be >= 0, got {prune['begin']}")
+    if prune["end"] <= prune["begin"]:
+        raise ConfigError(f"prune.end: must be after prune.begin ({prune['begin']}), "
+                          f"got {prune['end']}")
+    if prune["frequency"] < 1:
+        raise ConfigError(f"prune.frequency: must be >= 1, got {prune['frequency']}")
+    if not 0 <= prune["initial"] < min(prune["sparsities"]):
+        raise ConfigError(f"prune.initial: must be in [0, the smallest final sparsity "
+                          f"{min(prune['sparsities'])}), got {prune['initial']}")
+    if "random_mask" in controls:
+        raise ConfigError("controls: random_mask is not defined for prune.mode: gradual "
+                          "(the mask comes from training); random_reinit is")
 
 
 def _merge(schema: dict, given: dict, prefix: str, open_section: bool) -> dict:
@@ -90,9 +188,9 @@ def _merge(schema: dict, given: dict, prefix: str, open_section: bool) -> dict:
             out[key] = copy.deepcopy(default)
             continue
         value = given[key]
-        if typ is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
         types = typ if isinstance(typ, tuple) else (typ,)
+        if float in types and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
         if isinstance(value, bool) and bool not in types or not isinstance(value, types):
             names = "/".join("null" if t is type(None) else t.__name__ for t in types)
             raise ConfigError(f"{prefix}{key}: expected {names}, got {value!r}")
@@ -110,6 +208,17 @@ def _check(cfg: dict, world_size: int | None) -> None:
             raise ConfigError(f"{dotted}: {cfg[section][key]!r} is not one of {', '.join(choices)}")
     if not 0 <= cfg["seed"] < 2 ** 32:
         raise ConfigError(f"seed: must be in [0, 2^32), got {cfg['seed']}")
+    if cfg["seeds"] is not None:
+        seeds = cfg["seeds"]
+        if cfg["seed"] != 0:
+            raise ConfigError("seeds: give seed (one search) or seeds (replicates), not both")
+        if not seeds:
+            raise ConfigError("seeds: needs at least one seed")
+        for s in seeds:
+            if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2 ** 32:
+                raise ConfigError(f"seeds: {s!r} is not an integer in [0, 2^32)")
+        if len(set(seeds)) != len(seeds):
+            raise ConfigError(f"seeds: duplicate values in {seeds}")
     t = cfg["train"]
     for key in ("learning_rate", "momentum", "weight_decay"):
         if not math.isfinite(t[key]):
@@ -123,14 +232,7 @@ def _check(cfg: dict, world_size: int | None) -> None:
         raise ConfigError(f"train.momentum: must be in [0, 1), got {t['momentum']}")
     if t["weight_decay"] < 0:
         raise ConfigError(f"train.weight_decay: must be >= 0, got {t['weight_decay']}")
-    sp = cfg["prune"]["sparsities"]
-    if not sp:
-        raise ConfigError("prune.sparsities: needs at least one sparsity")
-    for s in sp:
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < 1:
-            raise ConfigError(f"prune.sparsities: {s!r} is outside (0, 1)")
-    if len(set(sp)) != len(sp):
-        raise ConfigError(f"prune.sparsities: duplicate values in {sp}")
+    _check_prune(cfg["prune"], cfg["controls"])
     if not all(isinstance(e, str) for e in cfg["prune"]["exclude"]):
         raise ConfigError("prune.exclude: expected a list of layer names")
     points = cfg["rewind"]["points"]

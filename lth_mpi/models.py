@@ -90,9 +90,14 @@ def build(name: str, input_shape: tuple, num_classes: int, options: dict | None 
 def prunable(model: keras.Model, exclude: list[str] = ()) -> list[int]:
     """Indices into model.weights of the prunable kernels: trainable, ndim >= 2, and not in
     a layer named in `exclude`."""
-    layer_of = {id(v): layer.name for layer in model.layers for v in layer.weights}
-    return [i for i, var in enumerate(model.weights)
-            if var.trainable and len(var.shape) >= 2 and layer_of[id(var)] not in exclude]
+    candidates = [i for i, var in enumerate(model.weights) if var.trainable and len(var.shape) >= 2]
+    return [i for i, layer in zip(candidates, layer_of(model, candidates)) if layer not in exclude]
+
+
+def layer_of(model: keras.Model, idx: list[int]) -> list[str]:
+    """The name of the layer each of model.weights[idx] belongs to."""
+    owner = {id(v): layer.name for layer in model.layers for v in layer.weights}
+    return [owner[id(model.weights[i])] for i in idx]
 
 
 def layer_names(model: keras.Model) -> list[str]:

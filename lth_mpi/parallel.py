@@ -280,7 +280,8 @@ def world_reducers(layout: Layout):
 # --- cell results: group leaders -> writer rank ---------------------------------------------
 
 class ResultChannel:
-    """Leaders send each finished cell to the writer as one float64 buffer; the writer drains
+    """Leaders send each finished cell to the writer as one byte buffer (results.CellResult
+    encodes and decodes it); the writer drains
     them whenever it has a moment (after each of its own epochs), so cells reach the file as
     they finish, not at the end."""
 
@@ -295,7 +296,7 @@ class ResultChannel:
         if self.layout.is_writer:
             self.on_result(message)
             return
-        buf = np.ascontiguousarray(message, np.float64)
+        buf = np.ascontiguousarray(message, np.uint8)
         self.pending.append((self.layout.world.Isend(buf, dest=0, tag=RESULT_TAG), buf))
 
     def end(self) -> None:
@@ -308,7 +309,7 @@ class ResultChannel:
         """Writer: handle every message that has arrived, without waiting."""
         status = MPI.Status()
         while self.layout.world.Iprobe(MPI.ANY_SOURCE, RESULT_TAG, status):
-            buf = np.empty(status.Get_count(MPI.DOUBLE), np.float64)
+            buf = np.empty(status.Get_count(MPI.BYTE), np.uint8)
             self.layout.world.Recv(buf, status.Get_source(), RESULT_TAG)
             self.received[status.Get_source()] = self.received.get(status.Get_source(), 0) + 1
             self.on_result(buf)

@@ -9,40 +9,72 @@ from . import config
 @dataclasses.dataclass(frozen=True)
 class Cell:
     id: int            # position in the full grid, stable across runs of the same config
-    mask: int          # index into prune.sparsities
+    mask: int          # index into the sparsities (iterative pruning: level mask + 1)
     rewind: int        # index into rewind.points; -1 for random_reinit (no rewind)
     control: str       # "none" (the ticket), "random_reinit" or "random_mask"
+    replicate: int = -1   # index into `seeds` (replicates), -1 for a search with one seed
+
+    @property
+    def chain(self) -> tuple[int, str, int]:
+        """Iterative pruning: the cells of one (rewind, control, replicate) are one chain."""
+        return self.rewind, self.control, self.replicate
 
     @property
     def name(self) -> str:
-        """HDF5 group name, e.g. m03_r1_none or m03_init_random_reinit."""
+        """HDF5 group name, e.g. m03_r1_none or m03_init_random_reinit; replicate k of
+        `seeds` adds _s{k} (m03_r1_none_s2)."""
         r = f"r{self.rewind}" if self.rewind >= 0 else "init"
-        return f"m{self.mask:02d}_{r}_{self.control}"
+        tail = f"_s{self.replicate}" if self.replicate >= 0 else ""
+        return f"m{self.mask:02d}_{r}_{self.control}{tail}"
 
 
 REWOUND_CONTROLS = ("random_mask",)   # trained from every rewind point, like the tickets
 
 
-def cells(n_masks: int, n_rewinds: int, controls: list[str] = ()) -> list[Cell]:
+def cells(n_masks: int, n_rewinds: int, controls: list[str] = (),
+          replicates: int | None = None) -> list[Cell]:
     """Every (mask, rewind) ticket, then each control in the order given: random_reinit one
     cell per mask (a fresh init), random_mask one per (mask, rewind) (a random mask of the
-    ticket's per-layer counts on the same rewound weights)."""
+    ticket's per-layer counts on the same rewound weights). With `replicates` (the number of
+    `seeds`), all of that once per replicate, replicate after replicate."""
     out = [(m, r, "none") for m in range(n_masks) for r in range(n_rewinds)]
     for c in controls:
         if c in REWOUND_CONTROLS:
             out += [(m, r, c) for m in range(n_masks) for r in range(n_rewinds)]
         else:
             out += [(m, -1, c) for m in range(n_masks)]
-    return [Cell(i, *c) for i, c in enumerate(out)]
+    if replicates is None:
+        return [Cell(i, *c) for i, c in enumerate(out)]
+    return [Cell(k * len(out) + i, *c, k) for k in range(replicates) for i, c in enumerate(out)]
+
+
+def grid_for(cfg: dict, n_masks: int) -> list[Cell]:
+    """The grid of a config, given its number of masks (or levels)."""
+    seeds = cfg.get("seeds")
+    return cells(n_masks, len(cfg["rewind"]["points"]), cfg["controls"],
+                 None if seeds is None else len(seeds))
+
+
+def chains(grid: list[Cell]) -> list[list[Cell]]:
+    """Iterative pruning: one chain per rewind point and control, its levels in order (each
+    level's mask is pruned from the level before, so a chain runs in sequence)."""
+    out: dict[tuple, list[Cell]] = {}
+    for c in sorted(grid, key=lambda c: c.mask):
+        out.setdefault(c.chain, []).append(c)
+    return list(out.values())
 
 
 def assign(grid: list[Cell], n_groups: int, by: str = "masks") -> list[list[Cell]]:
-    """Cells per group.
+    """Cells per group, in the order the group trains them.
 
     masks: group g gets masks g, g+G, ... with all their rewinds and controls (the design
     card: one group, all rewinds of a mask). cells: round robin over cells, which balances
-    better when the masks do not divide evenly among the groups.
+    better when the masks do not divide evenly among the groups. chains (iterative pruning):
+    round robin over whole chains, each trained level by level.
     """
+    if by == "chains":
+        return [[c for chain in chains(grid)[g::n_groups] for c in chain]
+                for g in range(n_groups)]
     if by == "masks":
         return [[c for c in grid if c.mask % n_groups == g] for g in range(n_groups)]
     if by == "cells":
@@ -60,19 +92,41 @@ def start_iteration(cell: Cell, cfg: dict, steps_per_epoch: int) -> int:
     return point * steps_per_epoch if cfg["rewind"]["unit"] == "epoch" else point
 
 
-def describe(cfg: dict, world_size: int, done: set[str] = frozenset()) -> str:
+def assignment(cfg: dict) -> str:
+    """How cells are dealt to groups: iterative pruning always deals whole chains."""
+    return "chains" if config.iterative(cfg) else cfg["parallel"]["assign"]
+
+
+def describe(cfg: dict, world_size: int, sparsities: list[float],
+             done: set[str] = frozenset()) -> str:
     """The --dry-run text: cells, groups, and trainings per group."""
-    sp, pts = cfg["prune"]["sparsities"], cfg["rewind"]["points"]
-    grid = cells(len(sp), len(pts), cfg["controls"])
+    sp, pts = sparsities, cfg["rewind"]["points"]
+    grid = grid_for(cfg, len(sp))
     g = cfg["parallel"]["group_size"]
-    groups = assign(grid, world_size // g, cfg["parallel"]["assign"])
+    groups = assign(grid, world_size // g, assignment(cfg))
     unit = cfg["rewind"]["unit"]
-    lines = [f"plan: {len(sp)} masks x {len(pts)} rewind points ({unit}s {pts})"
-             f" + controls {cfg['controls'] or 'none'} = {len(grid)} cells",
+    p = cfg["prune"]
+    if config.iterative(cfg):
+        what = (f"{len(sp)} levels of iterative pruning (rate {p['rate']:g}"
+                + "".join(f", {k} {v:g}" for k, v in p["layer_rates"].items())
+                + f"; {len(chains(grid))} chains, one per rewind point and control)")
+    elif config.gradual(cfg):
+        what = (f"{len(sp)} final sparsities of gradual pruning (from {p['initial']:g} at "
+                f"iteration {p['begin']} to the final one at {p['end']}, every "
+                f"{p['frequency']} iterations, cubic)")
+    else:
+        what = f"{len(sp)} masks"
+    seeds = cfg.get("seeds")
+    lines = [f"plan: {what} x {len(pts)} rewind points ({unit}s {pts})"
+             f" + controls {cfg['controls'] or 'none'}"
+             + (f", x {len(seeds)} replicates (seeds {seeds})" if seeds else "")
+             + f" = {len(grid)} cells",
              f"output: {cfg['output']}",
-             f"ranks: {world_size} in {len(groups)} groups of {g}; dense phase "
-             + ("on rank 0" if cfg["parallel"]["dense"] == "rank0"
-                else f"data-parallel on all {world_size} ranks")
+             f"ranks: {world_size} in {len(groups)} groups of {g}; "
+             + (f"dense phases of the {len(seeds)} seeds dealt round robin over the ranks"
+                if seeds and cfg["parallel"]["dense"] == "rank0" else
+                "dense phase on rank 0" if cfg["parallel"]["dense"] == "rank0"
+                else f"dense phase data-parallel on all {world_size} ranks")
              + f", {cfg['train']['epochs']} epochs; "
              + ("a ticket rewound to k retrains the remaining epochs or iterations, controls all"
                 if config.remaining(cfg)
@@ -87,5 +141,7 @@ def describe(cfg: dict, world_size: int, done: set[str] = frozenset()) -> str:
                 first = start_iteration(c, cfg, 1) + 1
                 r += f", trains epochs {first}-{cfg['train']['epochs']}"
             mark = " [done]" if c.name in done else ""
-            lines.append(f"  {c.name}: sparsity {sp[c.mask]:.4g}, {r}, control {c.control}{mark}")
+            level = f"level {c.mask + 1}, " if config.iterative(cfg) else ""
+            lines.append(f"  {c.name}: {level}sparsity {sp[c.mask]:.4g}, {r}, "
+                         f"control {c.control}{mark}")
     return "\n".join(lines)

@@ -53,6 +53,79 @@ def magnitude_masks(weights: dict[str, np.ndarray], sparsity: float,
     return masks
 
 
+def _pools(names: list[str], rates: dict[str, float | None], rate: float,
+           scope: str) -> list[tuple[list[str], float]]:
+    """The groups that one pruning step treats as one: each tensor with its own rate alone;
+    the rest one pool (global) or each alone (layerwise), at `rate`."""
+    own = [([n], rates[n]) for n in names if rates.get(n) is not None]
+    rest = [n for n in names if rates.get(n) is None]
+    if scope == "global":
+        return own + ([(rest, rate)] if rest else [])
+    return own + [([n], rate) for n in rest]
+
+
+def _prune(scores: dict[str, np.ndarray], masks: dict[str, np.ndarray], pools,
+           count) -> dict[str, np.ndarray]:
+    """In each pool (names, rate), prune the count(size, kept, rate) smallest-scored weights
+    in all; pruned weights sort first whatever their score, so they stay pruned."""
+    out = {}
+    for names, r in pools:
+        kept = np.concatenate([masks[n].ravel() for n in names]).astype(bool)
+        value = np.where(kept, np.concatenate([np.abs(scores[n]).ravel() for n in names]),
+                         -np.inf)
+        k = max(int(kept.size - kept.sum()), count(kept.size, int(kept.sum()), r))
+        keep, start = ~_smallest(value, k), 0
+        for n in names:
+            out[n] = keep[start:start + scores[n].size].reshape(scores[n].shape)
+            start += scores[n].size
+    return {n: out[n] for n in scores}
+
+
+def prune_step(scores: dict[str, np.ndarray], masks: dict[str, np.ndarray], rate: float,
+               scope: str = "global", rates: dict[str, float] | None = None
+               ) -> dict[str, np.ndarray]:
+    """One level of iterative pruning: in each pool, remove the fraction `rate` of the weights
+    still kept, those with the smallest score; pruned weights stay pruned (the new mask is
+    inside the old). Scores are |trained weights| for magnitude pruning, random numbers for
+    random pruning. `rates` gives some tensors their own rate (Frankle & Carbin prune the
+    output layer at half the rate), each then pruned on its own."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown pruning scope {scope!r}; valid: {', '.join(SCOPES)}")
+    return _prune(scores, masks, _pools(list(scores), rates or {}, rate, scope),
+                  lambda size, kept, r: size - kept + n_to_prune(kept, r))
+
+
+def prune_to(scores: dict[str, np.ndarray], masks: dict[str, np.ndarray], sparsity: float,
+             scope: str = "global") -> dict[str, np.ndarray]:
+    """Gradual pruning's step: prune until `sparsity` of each pool is gone (exactly
+    round(s * n)), the smallest scores first among what is still kept."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown pruning scope {scope!r}; valid: {', '.join(SCOPES)}")
+    return _prune(scores, masks, _pools(list(scores), {}, sparsity, scope),
+                  lambda size, kept, s: n_to_prune(size, s))
+
+
+def exact_sparsity(sizes: dict[str, int], sparsity: float, scope: str = "global") -> float:
+    """The sparsity magnitude_masks and prune_to realize: round(s * n) per pool."""
+    pools = _pools(list(sizes), {}, sparsity, scope)
+    return sum(n_to_prune(sum(sizes[n] for n in names), sparsity)
+               for names, _ in pools) / sum(sizes.values())
+
+
+def level_sparsities(sizes: dict[str, int], levels: int, rate: float, scope: str = "global",
+                     rates: dict[str, float] | None = None) -> list[float]:
+    """The exact sparsity after each of `levels` prune_steps from a dense net: the counts
+    depend on sizes and rates only, so they are known before any training."""
+    pools = [(sum(sizes[n] for n in names), r)
+             for names, r in _pools(list(sizes), rates or {}, rate, scope)]
+    kept = [n for n, _ in pools]
+    total, out = sum(kept), []
+    for _ in range(levels):
+        kept = [k - n_to_prune(k, r) for k, (_, r) in zip(kept, pools)]
+        out.append(1.0 - sum(kept) / total)
+    return out
+
+
 def random_like(masks: list[np.ndarray], seed: int) -> list[np.ndarray]:
     """Random masks keeping exactly as many weights per layer as `masks` (Frankle & Carbin's
     random pruning control): the layer-wise structure of a ticket without its choice."""

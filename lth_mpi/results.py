@@ -5,6 +5,7 @@ h5py: the parallel layer makes sure only the writer rank calls the writing half.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -23,7 +24,51 @@ DENSE_OBJECTS = ("dense", "weights", "checkpoints", "masks")
 CURVES = ("epoch", "iteration", "train_loss", "test_loss", "test_accuracy", "val_loss",
           "val_accuracy", "epoch_seconds")
 NEW_IN_2 = ("val_loss", "val_accuracy")
+WEIGHTS_STORAGE = {"compression": "gzip", "shuffle": True}   # pruned zeros cost ~nothing
 PHASES = ("setup", "dense", "wait", "broadcast", "cell", "drain", "gather")
+
+
+@dataclasses.dataclass
+class CellResult:
+    """What a group leader sends the writer when a cell finishes: one encode/decode pair,
+    so the two ends cannot disagree on positions. `mask` and `mask_next` (bit-packed, empty
+    when not kept) are iterative pruning's: the mask the level trained with and the next
+    level's, pruned from this level's trained weights (what a resumed chain starts from)."""
+    cell: int
+    group: int
+    t_start: float
+    t_end: float
+    history: dict                  # CURVES -> arrays, plus "diverged" (epoch, 0 if trained)
+    mask: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.uint8))
+    mask_next: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.uint8))
+    weights: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.float32))
+
+    HEAD = 9   # cell, group, t_start, t_end, epochs, diverged, len(mask), len(mask_next),
+    #            len(weights): trained weights, flat float32 (results.keep_weights)
+
+    def encode(self) -> np.ndarray:
+        n = len(self.history["epoch"])
+        head = [self.cell, self.group, self.t_start, self.t_end, n, self.history["diverged"],
+                self.mask.size, self.mask_next.size, self.weights.size]
+        numbers = np.concatenate([np.asarray(head, np.float64)]
+                                 + [np.asarray(self.history[k], np.float64) for k in CURVES])
+        return np.concatenate([numbers.view(np.uint8), self.mask.astype(np.uint8),
+                               self.mask_next.astype(np.uint8),
+                               np.ascontiguousarray(self.weights, np.float32).view(np.uint8)])
+
+    @classmethod
+    def decode(cls, buf: np.ndarray) -> "CellResult":
+        buf = np.ascontiguousarray(buf, np.uint8)
+        head = buf[:cls.HEAD * 8].view(np.float64)
+        n, n_mask, n_next, n_weights = int(head[4]), int(head[6]), int(head[7]), int(head[8])
+        end = (cls.HEAD + len(CURVES) * n) * 8
+        curves = buf[cls.HEAD * 8:end].view(np.float64).reshape(len(CURVES), n)
+        history = dict(zip(CURVES, curves))
+        history["diverged"] = int(head[5])
+        at = end + n_mask + n_next
+        return cls(int(head[0]), int(head[1]), float(head[2]), float(head[3]), history,
+                   buf[end:end + n_mask].copy(), buf[end + n_mask:at].copy(),
+                   buf[at:at + 4 * n_weights].copy().view(np.float32))
 
 
 class NotAResultsFile(ValueError):
@@ -70,6 +115,10 @@ class Writer:
     def __init__(self, path: str, cfg: dict, provenance: dict, n_cells: int, resume: bool,
                  fingerprint: str | None = None):
         self.path = path
+        self.keep = cfg["results"]["keep_weights"]
+        self.seeds = config_mod.replicates(cfg)
+        self.seed = cfg["seed"]
+        self.iterative = config_mod.iterative(cfg)
         if resume and os.path.exists(path):
             with h5py.File(path, "r") as f:   # checked read-only: a refusal changes nothing
                 check_resumable(f, path, cfg, fingerprint)
@@ -86,6 +135,10 @@ class Writer:
             if fingerprint:
                 a["dataset_fingerprint"] = fingerprint
             self.f.create_group("cells")
+        self.best = {}     # mask index -> (score, name) of the ticket holding weights (best)
+        for name, g in self.f["cells"].items():
+            if "weights" in g and self.keep == "best":
+                self.best[int(g.attrs["mask"])] = (score(g.attrs), name)
         for key, value in provenance.items():
             self.f.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
         self.f.attrs["status"] = "running"
@@ -97,50 +150,75 @@ class Writer:
         for name in [n for n, g in self.f["cells"].items() if not cell_complete(self.f, g)]:
             del self.f["cells"][name]
         if not dense_complete(self.f):
-            for name in DENSE_OBJECTS:
-                if name in self.f:
-                    del self.f[name]
+            for k in range(-1, len(self.seeds or ())):
+                where = replicate_group(self.f, k)
+                if where is not None and not where.attrs.get("dense_complete", 0):
+                    for name in DENSE_OBJECTS[:1] + DENSE_OBJECTS[2:]:   # not /weights
+                        if name in where:
+                            del where[name]
+            if not any(replicate_done(self.f, k) for k in range(len(self.seeds or ()))):
+                if "weights" in self.f:
+                    del self.f["weights"]
         self.f.flush()
 
     def done_cells(self) -> set[str]:
         return set(self.f["cells"])
 
-    def has_dense(self) -> bool:
-        return dense_complete(self.f)
+    def has_dense(self, replicate: int = -1) -> bool:
+        return dense_complete(self.f) or replicate_done(self.f, replicate)
 
     def write_dense(self, history: dict, weight_names, weight_shapes, prunable_idx,
                     points, unit, checkpoints: np.ndarray, packed_masks: np.ndarray,
-                    sparsities, realized, scope):
-        """Dense history, rewind checkpoints (flat float32) and masks (bit-packed); the root
-        attribute dense_complete, written last, makes them count."""
-        g = self.f.create_group("dense")
+                    sparsities, realized, scope, trained: np.ndarray | None = None,
+                    replicate: int = -1):
+        """Dense history, rewind checkpoints (flat float32) and masks (bit-packed), and the
+        trained weights unless results.keep_weights is none; the root attribute
+        dense_complete, written last, makes them count. Replicate k of `seeds` writes its
+        own under /replicates/k, marked there; the root's marker follows the last one."""
+        where = self.f
+        if replicate >= 0:
+            where = self.f.require_group(f"replicates/{replicate}")
+            where.attrs["seed"] = self.seeds[replicate]
+        g = where.create_group("dense")
         for k in CURVES:
             g.create_dataset(k, data=history[k])
+        if self.keep != "none" and trained is not None:
+            g.create_dataset("weights", data=trained, **WEIGHTS_STORAGE)
         self.f.flush()    # so that a stop here leaves a half-written phase on disk
         faults.hit("dense-curves")
-        w = self.f.create_group("weights")
-        w.attrs["names"] = json.dumps(list(weight_names))
-        w.attrs["shapes"] = json.dumps([list(s) for s in weight_shapes])
-        w.attrs["prunable"] = json.dumps(list(prunable_idx))
-        c = self.f.create_dataset("checkpoints", data=checkpoints, compression="gzip")
+        if "weights" not in self.f:    # the same for every replicate
+            w = self.f.create_group("weights")
+            w.attrs["names"] = json.dumps(list(weight_names))
+            w.attrs["shapes"] = json.dumps([list(s) for s in weight_shapes])
+            w.attrs["prunable"] = json.dumps(list(prunable_idx))
+        c = where.create_dataset("checkpoints", data=checkpoints, compression="gzip")
         c.attrs["points"], c.attrs["unit"] = list(points), unit
-        m = self.f.create_dataset("masks", data=packed_masks, compression="gzip")
+        m = where.create_dataset("masks", data=packed_masks, compression="gzip")
         m.attrs["sparsity_target"] = np.asarray(sparsities, np.float64)
         m.attrs["sparsity_realized"] = np.asarray(realized, np.float64)
         m.attrs["scope"] = scope
         self.f.flush()
         faults.hit("dense-masks")
-        self.f.attrs["dense_complete"] = 1
+        where.attrs["dense_complete"] = 1
+        if replicate >= 0 and all(replicate_done(self.f, k) for k in range(len(self.seeds))):
+            self.f.attrs["dense_complete"] = 1
         self.f.flush()
 
-    def write_cell(self, cell, sparsity, realized, point, group, history: dict,
-                   t_start, t_end, diverged: int = 0):
-        """A finished cell; `diverged` is the epoch a diverged cell stopped at (0: trained).
-        A diverged cell's curves end at that epoch and its summary numbers are NaN. The
-        attribute `complete`, written last, makes the cell count (resume redoes one without)."""
+    def write_cell(self, cell, sparsity, realized, point, result: CellResult):
+        """A finished cell; a diverged one (history["diverged"] = the epoch it stopped at, 0
+        if trained) has curves ending at that epoch and NaN summary numbers. The attribute
+        `complete`, written last, makes the cell count (resume redoes one without)."""
+        history, diverged = result.history, int(result.history.get("diverged", 0))
+        t_start, t_end, group = result.t_start, result.t_end, result.group
         g = self.f["cells"].create_group(cell.name)
         for k in CURVES:
             g.create_dataset(k, data=history[k])
+        for k in ("mask", "mask_next"):
+            if getattr(result, k).size:
+                g.create_dataset(k, data=getattr(result, k), compression="gzip")
+        replaces = self._keeps(cell, result)
+        if replaces is not None:
+            g.create_dataset("weights", data=result.weights, **WEIGHTS_STORAGE)
         self.f.flush()
         faults.hit("cell-curves")
         acc = np.asarray(history["test_accuracy"])
@@ -150,6 +228,9 @@ class Writer:
         g.attrs.update({
             "status": "diverged" if diverged else "trained", "diverged_epoch": int(diverged),
             "id": cell.id, "mask": cell.mask, "rewind": cell.rewind, "control": cell.control,
+            "level": cell.mask + 1 if self.iterative else 0,       # 0: not iterative
+            "replicate": cell.replicate,                           # -1: one seed
+            "seed": self.seeds[cell.replicate] if cell.replicate >= 0 else self.seed,
             "sparsity": sparsity, "sparsity_realized": realized,
             "rewind_point": -1 if point is None else point, "group": group,
             "t_start": t_start, "t_end": t_end, "seconds": t_end - t_start,
@@ -165,6 +246,27 @@ class Writer:
         faults.hit("cell-attrs")
         g.attrs["complete"] = 1
         self.f.flush()
+        if replaces:     # only now: a stop before this leaves two copies, never none
+            del self.f["cells"][replaces]["weights"]
+            self.f.flush()
+
+    def _keeps(self, cell, result: CellResult) -> str | None:
+        """Whether this cell's weights are stored: None if not, else the name of the cell
+        whose weights they replace ("" if none). keep_weights best keeps one ticket per mask,
+        the one of highest final validation accuracy (test without a validation split)."""
+        if not result.weights.size or result.history.get("diverged", 0):
+            return None
+        if self.keep == "all":
+            return ""
+        if self.keep != "best" or cell.control != "none":
+            return None
+        new = score({"final_val_accuracy": result.history["val_accuracy"][-1],
+                     "final_test_accuracy": result.history["test_accuracy"][-1]})
+        old, name = self.best.get(cell.mask, (-np.inf, ""))
+        if new <= old:
+            return None
+        self.best[cell.mask] = (new, cell.name)
+        return name
 
     def write_timings(self, table: np.ndarray, t0: float):
         """Rows (rank, phase, cell id or -1, t_start, t_end); a resumed run appends."""
@@ -183,6 +285,21 @@ class Writer:
         """The job stopped on an error it found (e.g. a diverged dense network)."""
         self.f.attrs["status"], self.f.attrs["error"] = "failed", message
         self.f.close()
+
+
+    def chain_start(self, name: str, size: int) -> tuple[np.ndarray, bool]:
+        """(bit-packed mask of the next level, whether the chain ended in divergence) after
+        the finished iterative cell `name`: where a resumed chain continues. A chain's last
+        level and a diverged one have no next mask (zeros of `size` bytes stand in)."""
+        g = self.f["cells"][name]
+        mask = g["mask_next"][()] if "mask_next" in g else np.zeros(size, np.uint8)
+        return mask, g.attrs["status"] == "diverged"
+
+
+def score(attrs) -> float:
+    """A finished cell's final accuracy on the selection split, for keep_weights: best."""
+    val = float(attrs["final_val_accuracy"])
+    return val if np.isfinite(val) else float(attrs["final_test_accuracy"])
 
 
 def select(history: dict) -> tuple[int, str]:
@@ -207,7 +324,25 @@ def cell_complete(f: h5py.File, g: h5py.Group) -> bool:
 
 
 def dense_complete(f: h5py.File) -> bool:
+    """Every dense phase (one per replicate of `seeds`) is in the file."""
     return "masks" in f if _version(f) < 3 else bool(f.attrs.get("dense_complete", 0))
+
+
+def replicate_group(f: h5py.File, replicate: int):
+    """Where replicate k's dense phase lives (-1, one seed: the root); None if not there."""
+    if replicate < 0:
+        return f
+    return f.get(f"replicates/{replicate}")
+
+
+def replicate_done(f: h5py.File, replicate: int) -> bool:
+    where = replicate_group(f, replicate)
+    return replicate >= 0 and where is not None and bool(where.attrs.get("dense_complete", 0))
+
+
+def replicates_in(f: h5py.File) -> list[int]:
+    """The replicate indices of the file's dense phases: [-1] for one seed."""
+    return sorted(int(k) for k in f["replicates"]) if "replicates" in f else [-1]
 
 
 def read_curves(g: h5py.Group) -> dict:
@@ -230,16 +365,50 @@ def check_format(f: h5py.File, path: str) -> None:
         raise NotAResultsFile(f"{path} is not an lth-mpi results file (no format={FORMAT!r} attribute)")
 
 
-def read_dense(f: h5py.File):
-    """(weight shapes, prunable indices, checkpoints as lists of arrays, masks as lists)."""
+def read_weights(f: h5py.File, name: str) -> np.ndarray:
+    """The trained weights (flat float32, /weights order) of cell `name`, or of the dense
+    network for name "dense" ("dense_s<k>" for replicate k of `seeds`); ValueError naming
+    what is there if they were not kept."""
+    g = f["cells"].get(name)
+    if name == "dense" or name.startswith("dense_s") and name[7:].isdigit():
+        where = replicate_group(f, int(name[7:]) if name != "dense" else -1)
+        g = where.get("dense") if where is not None else None
+    if g is None:
+        names = sorted(f["cells"])
+        raise ValueError(f"no cell {name!r} in the file (cells: {', '.join(names[:8])}"
+                         + (", ..." if len(names) > 8 else "") + ", or dense)")
+    if "weights" not in g:
+        kept = [n for n, c in f["cells"].items() if "weights" in c]
+        raise ValueError(f"{name} has no trained weights in the file ("
+                         + (f"cells with weights: {', '.join(kept[:8])}" if kept else
+                            "run the search with results.keep_weights: best or all") + ")")
+    return g["weights"][()]
+
+
+def sparsities(f: h5py.File, cfg: dict) -> list[float]:
+    """One per mask index: the configured list (one-shot), or each level's exact sparsity
+    (iterative: known once the dense phase has written /masks; NaN before)."""
+    if not config_mod.iterative(cfg):
+        return list(cfg["prune"]["sparsities"])
+    first = replicate_group(f, -1 if config_mod.replicates(cfg) is None else 0)
+    if first is not None and (dense_complete(f) or first.attrs.get("dense_complete", 0)):
+        return [float(s) for s in first["masks"].attrs["sparsity_target"]]
+    return [float("nan")] * cfg["prune"]["levels"]
+
+
+def read_dense(f: h5py.File, replicate: int = -1):
+    """(weight shapes, prunable indices, checkpoints as lists of arrays, masks as lists) of
+    the dense phase (of replicate k of `seeds`)."""
     w = f["weights"].attrs
+    where = replicate_group(f, replicate)
     shapes = [tuple(s) for s in json.loads(w["shapes"])]
     prunable = json.loads(w["prunable"])
     sizes = [int(np.prod(s)) for s in shapes]
     offsets = np.cumsum([0] + sizes)
     ckpts = [[flat[offsets[i]:offsets[i + 1]].reshape(shapes[i]) for i in range(len(shapes))]
-             for flat in f["checkpoints"][()]]
-    masks = [pruning.unpack_masks(p, [shapes[i] for i in prunable]) for p in f["masks"][()]]
+             for flat in where["checkpoints"][()]]
+    masks = [pruning.unpack_masks(p, [shapes[i] for i in prunable])
+             for p in where["masks"][()]]
     return shapes, prunable, ckpts, masks
 
 
@@ -283,35 +452,54 @@ def cells_in(f: h5py.File) -> list[dict]:
     return sorted(out, key=lambda r: r["id"])
 
 
-def _entry(hit: list) -> str:
+def _entry(hit: list, replicates: int = 0) -> str:
+    """One cell's accuracy, or replicates' mean ± sd (n= when not all have finished)."""
     if not hit:
         return "-"
-    if hit[0]["status"] == "diverged":
-        return f"div@{hit[0]['diverged_epoch']}"
-    return f"{hit[0]['final_test_accuracy']:.4f}"
+    if any(h["status"] == "diverged" for h in hit):
+        return "div@" + ",".join(str(h["diverged_epoch"]) for h in hit if h["status"] == "diverged")
+    acc = np.array([h["final_test_accuracy"] for h in hit])
+    if hit[0].get("replicate", -1) < 0:
+        return f"{acc[0]:.4f}"
+    return f"{acc.mean():.4f}±{acc.std():.4f}" + (f" n={len(acc)}" if len(acc) < replicates else "")
+
+
+def dense_accuracies(f: h5py.File) -> list[float]:
+    """The final test accuracy of each finished dense phase (one per replicate)."""
+    out = []
+    for k in replicates_in(f):
+        where = replicate_group(f, k)
+        if dense_complete(f) or replicate_done(f, k):
+            out.append(float(where["dense/test_accuracy"][-1]))
+    return out
 
 
 def accuracy_table(path: str) -> str:
     """Final test accuracy by sparsity (rows) and rewind point (columns), as text."""
-    cfg, dense, cells = while_running(
-        lambda f: (config_mod.yaml.safe_load(f.attrs["config"]),
-                   float(f["dense/test_accuracy"][-1]) if dense_complete(f) else float("nan"),
-                   cells_in(f)), path)
+    def read(f):
+        cfg = config_mod.yaml.safe_load(f.attrs["config"])
+        return cfg, dense_accuracies(f), cells_in(f), sparsities(f, cfg)
+    cfg, dense, cells, levels = while_running(read, path)
+    dense = np.array(dense or [np.nan])
     points, unit = cfg["rewind"]["points"], cfg["rewind"]["unit"]
     # one column per (kind, rewind): tickets and rewound controls by point, reinit once
     columns = [("none", r, f"{unit} {p}") for r, p in enumerate(points)]
     for ctl in cfg["controls"]:
         columns += ([(ctl, r, f"{ctl} {unit} {p}") for r, p in enumerate(points)]
                     if ctl in plan_mod.REWOUND_CONTROLS else [(ctl, -1, ctl)])
-    head = ["sparsity", "remain"] + [label for _, _, label in columns]
+    iterative, seeds = config_mod.iterative(cfg), config_mod.replicates(cfg)
+    head = ["level"] * iterative + ["sparsity", "remain"] + [label for _, _, label in columns]
     rows = []
-    for m, s in enumerate(cfg["prune"]["sparsities"]):
-        row = [f"{s:.3f}", f"{100 * (1 - s):.1f}%"]
+    for m, s in enumerate(levels):
+        row = [str(m + 1)] * iterative + [f"{s:.3f}", f"{100 * (1 - s):.1f}%"]
         for ctl, r, _ in columns:
             row.append(_entry([c for c in cells if (c["mask"], c["rewind"], c["control"])
-                               == (m, r, ctl)]))
+                               == (m, r, ctl)], len(seeds or ())))
         rows.append(row)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     fmt = "  ".join(f"{{:>{w}}}" for w in widths)
-    return "\n".join([f"dense test accuracy: {dense:.4f}", fmt.format(*head)]
-                     + [fmt.format(*r) for r in rows])
+    seeds = config_mod.replicates(cfg)
+    first = (f"dense test accuracy: {dense[0]:.4f}" if not seeds else
+             f"dense test accuracy: {dense.mean():.4f}±{dense.std():.4f} (mean±sd over seeds "
+             f"{seeds}; so are the cells)")
+    return "\n".join([first, fmt.format(*head)] + [fmt.format(*r) for r in rows])

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from . import config as config_mod
-from . import data, models, parallel, plan, pruning, results, seeds, training
+from . import data, gradual, imp, models, parallel, plan, pruning, results, seeds, training
 
 
 class Timeline:
@@ -68,8 +68,16 @@ def check_model(cfg: dict, model, prunable_idx, steps_per_epoch: int) -> None:
             raise ValueError(f"prune.exclude: no layer named {name!r} (layers: {', '.join(names)})")
     if not prunable_idx:
         raise ValueError("prune.exclude: every prunable layer is excluded")
+    pruned = list(dict.fromkeys(models.layer_of(model, prunable_idx)))
+    for name in cfg["prune"]["layer_rates"]:
+        if name not in pruned:
+            raise ValueError(f"prune.layer_rates: {name!r} is not a pruned layer "
+                             f"(pruned: {', '.join(pruned)})")
+    last = cfg["train"]["epochs"] * steps_per_epoch
+    if config_mod.gradual(cfg) and cfg["prune"]["end"] > last:
+        raise ValueError(f"prune.end: iteration {cfg['prune']['end']} is beyond the {last} "
+                         "iterations of training, so the final sparsity would never be reached")
     if cfg["rewind"]["unit"] == "iteration":
-        last = cfg["train"]["epochs"] * steps_per_epoch
         for p in cfg["rewind"]["points"]:
             if p > last:
                 raise ValueError(f"rewind.points: iteration {p} is beyond the {last} dense iterations")
@@ -78,13 +86,23 @@ def check_model(cfg: dict, model, prunable_idx, steps_per_epoch: int) -> None:
                                  "leaves nothing to retrain under rewind.retrain: remaining")
 
 
+def levels_for(cfg: dict, model, prunable_idx) -> imp.Levels:
+    """Iterative pruning's schedule over this model's prunable kernels."""
+    layer_rates = cfg["prune"]["layer_rates"]
+    names = [model.weights[i].path for i in prunable_idx]
+    rates = {n: layer_rates[layer] for n, layer in zip(names, models.layer_of(model, prunable_idx))
+             if layer in layer_rates}
+    return imp.Levels(cfg, names, [tuple(model.weights[i].shape) for i in prunable_idx], rates)
+
+
 class Diverged(ValueError):
     """The dense network's loss or weights became non-finite."""
 
 
 def dense_phase(cfg, dense_data, group=None, stop=None):
     """Train the dense net, snapshotting weights at every rewind point; returns (history,
-    checkpoints as (N, n_weights) float32, packed masks, realized sparsities).
+    checkpoints as (N, n_weights) float32, packed masks, realized sparsities, the trained
+    weights flat).
 
     On rank 0 alone by default; with parallel.dense=data_parallel every rank runs this with
     the world as its group, starting from rank 0's initial weights.
@@ -111,12 +129,180 @@ def dense_phase(cfg, dense_data, group=None, stop=None):
                        f"(non-finite loss or weights) at learning_rate "
                        f"{cfg['train']['learning_rate']:g}; no masks were computed")
     kernels = training.prunable_weights(model, prunable_idx, trainer.weights())
+    trained = training.flatten(trainer.weights())
+    if config_mod.gradual(cfg):     # no masks yet: each cell prunes while it trains
+        sizes = {n: k.size for n, k in kernels.items()}
+        return (history, np.stack([snaps[p] for p in points]),
+                np.zeros((0, (sum(sizes.values()) + 7) // 8), np.uint8),
+                np.array([pruning.exact_sparsity(sizes, s, cfg["prune"]["scope"])
+                          for s in cfg["prune"]["sparsities"]]), trained)
+    if config_mod.iterative(cfg):   # level 1's mask; each chain prunes the later ones itself
+        levels = levels_for(cfg, model, prunable_idx)
+        first = levels.first("none", list(kernels.values()))
+        return (history, np.stack([snaps[p] for p in points]),
+                pruning.pack_masks(first)[None], np.array(levels.sparsities()), trained)
     packed, realized = [], []
     for s in cfg["prune"]["sparsities"]:
         masks = pruning.magnitude_masks(kernels, s, cfg["prune"]["scope"])
         realized.append(pruning.realized_sparsity(masks))
         packed.append(pruning.pack_masks(list(masks.values())))
-    return history, np.stack([snaps[p] for p in points]), np.stack(packed), np.array(realized)
+    return (history, np.stack([snaps[p] for p in points]), np.stack(packed), np.array(realized),
+            trained)
+
+
+def gradual_pruner(cfg: dict, final: float, trainer, start: int):
+    """Gradual pruning of one cell: prunes now if the cell starts inside the schedule, and
+    returns the on_step callback that prunes at every scheduled iteration, by the magnitude
+    of the kernels at that moment (the leader's, so a group agrees on the mask)."""
+    schedule, scope = gradual.Schedule(cfg["prune"], final), cfg["prune"]["scope"]
+
+    def prune(sparsity):
+        names = [str(i) for i in range(len(trainer.masked))]
+        new = pruning.prune_to(dict(zip(names, trainer.leader_kernels())),
+                               dict(zip(names, trainer.current_masks())), sparsity, scope)
+        trainer.set_masks([new[n] for n in names])
+
+    if schedule.at_start(start) is not None:
+        prune(schedule.at_start(start))
+
+    def on_step(step):
+        if schedule.due(step):
+            prune(schedule.sparsity(step))
+    return on_step
+
+
+def chain_starts(layout, grid, done, writer, levels, packed, packed_len):
+    # levels: replicate -> imp.Levels; packed: replicate axis first (index max(k, 0))
+    """Iterative pruning: the bit-packed mask each chain trains its first unfinished level
+    with, on every rank, and the chains a diverged level ended. A new chain starts from the
+    dense phase's level-1 mask (random_mask: a random one); a resumed chain from the mask
+    its last finished level pruned for the next (read by the writer from the file)."""
+    chains = plan.chains(grid)
+    rows = stopped = None
+    if layout.is_writer:
+        rows, stopped = [], []
+        for chain in chains:
+            finished = [c for c in chain if c.name in done]
+            if finished:
+                mask, diverged = writer.chain_start(finished[-1].name, packed_len)
+            elif chain[0].control == "random_mask":
+                first = levels[chain[0].replicate].first("random_mask", None)
+                mask, diverged = pruning.pack_masks(first), False
+            else:
+                mask, diverged = packed[max(chain[0].replicate, 0)][0], False
+            rows.append(mask)
+            stopped.append(diverged)
+        rows = np.stack(rows)
+    rows = parallel.bcast_array(rows, (len(chains), packed_len), np.uint8)
+    stopped = parallel.bcast_object(stopped)
+    return ({c[0].chain: row for c, row in zip(chains, rows)},
+            {c[0].chain for c, s in zip(chains, stopped) if s})
+
+
+def replicate_indices(cfg: dict) -> list[int]:
+    """[-1] for a search with one seed, else 0..R-1 for the replicates of `seeds`."""
+    seeds = config_mod.replicates(cfg)
+    return [-1] if seeds is None else list(range(len(seeds)))
+
+
+def dense_phases(cfg, layout, writer, model, prunable_idx, have, stopper, timeline, sp,
+                 n_done, n_cells):
+    """Every replicate's dense phase, then its checkpoints, masks and realized sparsities on
+    every rank, as arrays with a leading replicate axis (length 1 for one seed).
+
+    One seed: rank 0 trains (or, with parallel.dense: data_parallel, every rank shares it).
+    Replicates are dealt round robin over the ranks, so R seeds' dense phases run side by
+    side; each owner then broadcasts its results and the writer records them. A replicate
+    already in a resumed file is read back by the writer instead.
+    """
+    reps, points = replicate_indices(cfg), cfg["rewind"]["points"]
+    shapes = [tuple(w.shape) for w in model.weights]
+    n_weights = sum(int(np.prod(s)) for s in shapes)
+    packed_len = (sum(int(np.prod(shapes[i])) for i in prunable_idx) + 7) // 8
+    rows = 1 if config_mod.iterative(cfg) else 0 if config_mod.gradual(cfg) else len(sp)
+    data_parallel = cfg["parallel"]["dense"] == "data_parallel"
+    todo = [k for k, h in zip(reps, have) if not h]
+    owner = {k: 0 if data_parallel else n % layout.size for n, k in enumerate(todo)}
+    out, error, t = {}, None, time.time()
+    if layout.is_writer and len(todo) < len(reps):
+        print(f"lth-mpi: resuming {cfg['output']}: dense phase"
+              + (f"s of {len(reps) - len(todo)} of {len(reps)} seeds" if reps != [-1] else "")
+              + f" and {n_done} of {n_cells} cells already done", flush=True)
+    mine = [k for k in todo if owner[k] == layout.rank or data_parallel]
+    for k in mine:
+        rcfg = config_mod.seeded(cfg, k)
+        try:
+            if data_parallel:   # every rank trains on its shard of the whole training set
+                out[k] = dense_phase(rcfg, data.load(cfg["dataset"], (layout.rank, layout.size)),
+                                     parallel.world_reducers(layout), stop=stopper.requested)
+            else:
+                out[k] = dense_phase(rcfg, data.load(cfg["dataset"]), stop=stopper.requested)
+        except Diverged as exc:
+            error = str(exc) + (f" (seed {rcfg['seed']})" if k >= 0 else "")
+            break
+        except training.Interrupted:
+            error = "interrupted"
+            break
+    if mine:
+        timeline.add("dense", t)
+    t = time.time()
+    parallel.wait_quietly(tick=stopper.requested)
+    timeline.add("wait", t)
+    error = parallel.agree(error)
+    if error == "interrupted":
+        stopper.requested()
+        parallel.wait_quietly()
+        stopper.finish()
+        message = (f"{stopper.describe()} during the dense phase; nothing was "
+                   f"kept, run again (or --resume) to start over")
+        if layout.is_writer:
+            writer.close(complete=False)
+        fail(message, INTERRUPTED, "stopped")
+    if error:
+        if layout.is_writer:
+            close_failed(writer, error)
+        fail(error)
+
+    t = time.time()
+    ckpts, packed, realized = [], [], []
+    keep = cfg["results"]["keep_weights"] != "none"
+    for k in reps:
+        root = owner.get(k, 0)
+        history = trained = None
+        if k in todo:
+            got = out.get(k) if layout.rank == root else None
+            history = parallel.bcast_object(got[0] if got else None, root=root)
+            ck, pk, rz, trained = got[1:] if got else (None,) * 4
+            if keep:
+                trained = parallel.bcast_array(trained, (n_weights,), np.float32, root)
+        elif layout.is_writer:        # resumed: the writer reads it back
+            _, _, c, m = results.read_dense(writer.f, k)
+            ck = np.stack([training.flatten(x) for x in c])
+            pk = np.stack([pruning.pack_masks(x) for x in m] or [np.zeros(packed_len, np.uint8)])[:rows]
+            rz = results.replicate_group(writer.f, k)["masks"].attrs["sparsity_realized"]
+        else:
+            ck = pk = rz = None
+        ckpts.append(parallel.bcast_array(ck, (len(points), n_weights), np.float32, root))
+        packed.append(parallel.bcast_array(pk, (rows, packed_len), np.uint8, root))
+        realized.append(parallel.bcast_array(rz, (len(sp),), np.float64, root))
+        if layout.is_writer and k in todo and not error:
+            try:
+                writer.write_dense(history, [w.path for w in model.weights], shapes,
+                                   prunable_idx, points, cfg["rewind"]["unit"], ckpts[-1],
+                                   packed[-1], sp, realized[-1], cfg["prune"]["scope"],
+                                   trained, replicate=k)
+                seed = f" (seed {cfg['seeds'][k]})" if k >= 0 else ""
+                print(f"lth-mpi: dense phase{seed} done in {t - timeline.rows[0][3]:.1f}s, "
+                      f"test accuracy {history['test_accuracy'][-1]:.4f}", flush=True)
+            except OSError as exc:    # e.g. a full disk: shared below, every rank stops
+                error = f"output: cannot write the dense phase to {cfg['output']} ({exc})"
+    error = parallel.agree(error)
+    if error:
+        if layout.is_writer:
+            close_failed(writer, error)
+        fail(error)
+    timeline.add("broadcast", t)
+    return np.stack(ckpts), np.stack(packed), np.stack(realized)
 
 
 def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
@@ -137,8 +323,7 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
     if error:
         fail(error)
 
-    sp, points = cfg["prune"]["sparsities"], cfg["rewind"]["points"]
-    grid = plan.cells(len(sp), len(points), cfg["controls"])
+    points, iterative = cfg["rewind"]["points"], config_mod.iterative(cfg)
     layout = parallel.split(cfg["parallel"]["group_size"])
     parallel.configure_tensorflow(layout, cfg["parallel"]["threads"])
     # this rank's data and model: checks that need them come before any file is created
@@ -155,13 +340,19 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
     error = parallel.agree(error)
     if error:
         fail(error)
+    # iterative pruning's schedule, per replicate (its seed keys the random_mask chains)
+    levels = {k: levels_for(config_mod.seeded(cfg, k), model, prunable_idx)
+              for k in replicate_indices(cfg)} if iterative else None
+    sp = next(iter(levels.values())).sparsities() if iterative else cfg["prune"]["sparsities"]
+    grid = plan.grid_for(cfg, len(sp))
+    reps = replicate_indices(cfg)
 
     if dry_run:
         done = set()
         if layout.is_writer and resume and os.path.exists(cfg["output"]):
             done = set(r["name"] for r in results.read_cells(cfg["output"]))
         if layout.is_writer:
-            print(plan.describe(cfg, size, done), flush=True)
+            print(plan.describe(cfg, size, sp, done), flush=True)
         return 0
 
     # --- 2. writer opens the file (new, or resumed); everyone learns what is done -----------
@@ -171,7 +362,7 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
         try:
             writer = results.Writer(cfg["output"], cfg, prov, len(grid), resume,
                                     data.fingerprint(cfg["dataset"]))
-            state = (sorted(writer.done_cells()), writer.has_dense())
+            state = (sorted(writer.done_cells()), [writer.has_dense(k) for k in reps])
         except (ValueError, OSError) as exc:
             error = f"output: {exc}"
     error = parallel.agree(error)
@@ -183,76 +374,21 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
     timeline.add("setup", t_setup)
     stopper = parallel.Stopper()   # from here on SIGTERM / SIGINT stop the job cleanly
 
-    # --- 3. dense phase on rank 0; the others wait without spinning -------------------------
-
-    shapes = [tuple(w.shape) for w in model.weights]
-    n_weights = sum(int(np.prod(s)) for s in shapes)
-    packed_len = (sum(int(np.prod(shapes[i])) for i in prunable_idx) + 7) // 8
-    ckpts = packed = realized = error = None
-    data_parallel = cfg["parallel"]["dense"] == "data_parallel" and not have_dense
-    t = time.time()
-    if layout.is_writer and have_dense:
-        _, _, ck, mk = results.read_dense(writer.f)
-        ckpts = np.stack([training.flatten(c) for c in ck])
-        packed = np.stack([pruning.pack_masks(m) for m in mk])
-        realized = writer.f["masks"].attrs["sparsity_realized"]
-        print(f"lth-mpi: resuming {cfg['output']}: dense phase and {len(done)} of "
-              f"{len(grid)} cells already done", flush=True)
-    elif layout.is_writer or data_parallel:
-        try:
-            if data_parallel:   # every rank trains on its shard of the whole training set
-                history, ckpts, packed, realized = dense_phase(
-                    cfg, data.load(cfg["dataset"], (layout.rank, layout.size)),
-                    parallel.world_reducers(layout), stop=stopper.requested)
-            else:
-                history, ckpts, packed, realized = dense_phase(cfg, data.load(cfg["dataset"]),
-                                                               stop=stopper.requested)
-        except Diverged as exc:
-            error = str(exc)
-        except training.Interrupted:
-            error = "interrupted"
-        if layout.is_writer and not error:
-            try:
-                writer.write_dense(history, [w.path for w in model.weights], shapes,
-                                   prunable_idx, points, cfg["rewind"]["unit"], ckpts, packed,
-                                   sp, realized, cfg["prune"]["scope"])
-                print(f"lth-mpi: dense phase done in {time.time() - t:.1f}s, test accuracy "
-                      f"{history['test_accuracy'][-1]:.4f}", flush=True)
-            except OSError as exc:    # e.g. a full disk: shared below, every rank stops
-                error = f"output: cannot write the dense phase to {cfg['output']} ({exc})"
-    if layout.is_writer or data_parallel:
-        timeline.add("dense", t)
-    t = time.time()
-    parallel.wait_quietly(tick=stopper.requested)
-    timeline.add("wait", t)
-    error = parallel.agree(error)
-    if error == "interrupted":
-        stopper.requested()
-        parallel.wait_quietly()
-        stopper.finish()
-        message = (f"{stopper.describe()} during the dense phase; nothing was "
-                   f"kept, run again (or --resume) to start over")
-        if layout.is_writer:
-            writer.close(complete=False)
-        fail(message, INTERRUPTED, "stopped")
-    if error:
-        if layout.is_writer:
-            close_failed(writer, error)
-        fail(error)
-
+    # --- 3. dense phase (one per replicate of `seeds`); the others wait without spinning ---
     # --- 4. broadcast rewind checkpoints and masks (bit-exact buffers) ----------------------
-    t = time.time()
-    ckpts = parallel.bcast_array(ckpts, (len(points), n_weights), np.float32)
-    packed = parallel.bcast_array(packed, (len(sp), packed_len), np.uint8)
-    realized = parallel.bcast_array(realized, (len(sp),), np.float64)
-    timeline.add("broadcast", t)
+    shapes = [tuple(w.shape) for w in model.weights]
+    packed_len = (sum(int(np.prod(shapes[i])) for i in prunable_idx) + 7) // 8
+    ckpts, packed, realized = dense_phases(cfg, layout, writer, model, prunable_idx, have_dense,
+                                           stopper, timeline, sp, len(done), len(grid))
 
     # --- 5. groups retrain their cells, data-parallel through Horovod ----------------------
     group = parallel.init_horovod(layout)
     trainer = training.Trainer(model, group_data, cfg["train"], prunable_idx, group,
                                stop=stopper.requested)
-    mine = plan.assign(grid, layout.n_groups, cfg["parallel"]["assign"])[layout.group]
+    mine = plan.assign(grid, layout.n_groups, plan.assignment(cfg))[layout.group]
     todo = [c for c in mine if c.name not in done]
+    chain_masks, ended = chain_starts(layout, grid, done, writer, levels, packed, packed_len) \
+        if iterative else ({}, set())
     t_grid = time.time()
     # cells differ in length (a late rewind trains less): the ETA counts iterations, not cells
     spe = trainer.steps_per_epoch
@@ -261,13 +397,12 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
                 "total": sum(length[c.id] for c in grid if c.name not in done)}
 
     def on_result(msg):
-        cell = grid[int(msg[0])]
-        n, diverged = int(msg[4]), int(msg[5])
-        hist = dict(zip(results.CURVES, msg[6:].reshape(len(results.CURVES), n)))
+        res = results.CellResult.decode(msg)
+        cell, hist, diverged = grid[res.cell], res.history, res.history["diverged"]
         point = points[cell.rewind] if cell.rewind >= 0 else None
         try:
-            writer.write_cell(cell, sp[cell.mask], realized[cell.mask], point, int(msg[1]),
-                              hist, msg[2], msg[3], diverged)
+            writer.write_cell(cell, sp[cell.mask], realized[max(cell.replicate, 0)][cell.mask],
+                              point, res)
         except OSError as exc:   # a full disk mid-grid: the others are training, so abort
             kept = progress["done"] + len(done)
             message = (f"output: cannot write cell {cell.name} to {cfg['output']} ({exc}); "
@@ -286,42 +421,71 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
                    else f"acc {hist['test_accuracy'][-1]:.4f}")
         print(f"[{progress['done'] + len(done):>4}/{len(grid)}] {cell.name:<24} sparsity "
               f"{sp[cell.mask]:.3f} {where:<12} {outcome}  "
-              f"cell {msg[3] - msg[2]:6.1f}s  elapsed {elapsed:7.1f}s  ETA {eta:7.1f}s",
+              f"cell {res.t_end - res.t_start:6.1f}s  elapsed {elapsed:7.1f}s  ETA {eta:7.1f}s",
               flush=True)
 
     channel = parallel.ResultChannel(layout, on_result if layout.is_writer else None)
     drain = (lambda epoch: channel.drain()) if layout.is_writer else None
     interrupted = False
+    kernel_shapes = [shapes[i] for i in prunable_idx]
+    # a cell's data order is keyed by its place within its replicate: replicate k runs
+    # exactly the search that `seed: seeds[k]` alone would
+    per_replicate = len(grid) // len(reps)
+    keep = cfg["results"]["keep_weights"]
     for cell in todo:
+        if cell.chain in ended:   # a diverged level ends its chain: nothing to prune from
+            continue
         t = time.time()
+        r, seed = max(cell.replicate, 0), config_mod.seeded(cfg, cell.replicate)["seed"]
         if cell.control == "random_reinit":
             fresh, _ = training.build_for(
-                cfg, group_data, seeds.derive(cfg["seed"], seeds.REINIT, cell.mask))
+                cfg, group_data, seeds.derive(seed, seeds.REINIT, cell.mask))
             start = [np.asarray(w) for w in fresh.get_weights()]
         else:
-            start = training.unflatten(ckpts[cell.rewind], shapes)
+            start = training.unflatten(ckpts[r][cell.rewind], shapes)
         # the group starts from the leader's exact bits, as Horovod's examples do
         if group is not None:
             start = training.unflatten(group.broadcast(training.flatten(start)), shapes)
-        masks = pruning.unpack_masks(packed[cell.mask], [shapes[i] for i in prunable_idx])
-        if cell.control == "random_mask":   # the same random mask for every rewind point
-            masks = pruning.random_like(masks, seeds.derive(cfg["seed"], seeds.RANDOM_MASK,
+        if iterative:
+            masks = pruning.unpack_masks(chain_masks[cell.chain], kernel_shapes)
+        elif config_mod.gradual(cfg):
+            masks = None          # dense at the start; pruned on schedule while training
+        else:
+            masks = pruning.unpack_masks(packed[r][cell.mask], kernel_shapes)
+        if cell.control == "random_mask" and not iterative:   # the same for every rewind
+            masks = pruning.random_like(masks, seeds.derive(seed, seeds.RANDOM_MASK,
                                                              cell.mask))
         trainer.load(start, masks)
+        first = plan.start_iteration(cell, cfg, trainer.steps_per_epoch)
+        on_step = gradual_pruner(cfg, sp[cell.mask], trainer, first) \
+            if config_mod.gradual(cfg) else None
         # keyed by the cell, not by the rank: the same numbers whoever trains it
         try:
             hist = trainer.fit(cfg["train"]["epochs"],
-                               seeds.derive(cfg["seed"], seeds.CELL, cell.id), on_epoch=drain,
-                               start=plan.start_iteration(cell, cfg, trainer.steps_per_epoch))
+                               seeds.derive(seed, seeds.CELL, cell.id % per_replicate),
+                               on_epoch=drain,
+                               on_step=on_step, start=first)
         except training.Interrupted:   # this cell is dropped: --resume trains it again
             interrupted = True
             timeline.add("cell", t, cell.id)
             break
         timeline.add("cell", t, cell.id)
+        result = results.CellResult(cell.id, layout.group, t, time.time(), hist)
+        if keep == "all" or keep == "best" and cell.control == "none":
+            result.weights = training.flatten(trainer.weights())
+        if config_mod.gradual(cfg):     # the mask the schedule ended with
+            result.mask = pruning.pack_masks(trainer.current_masks())
+        if iterative:   # the level's mask, and the next level's pruned from its weights
+            result.mask = pruning.pack_masks(masks)
+            if hist["diverged"]:
+                ended.add(cell.chain)
+            elif cell.mask + 1 < len(sp):
+                trained = [trainer.weights()[i] for i in prunable_idx]
+                following = levels[cell.replicate].next(cell.control, cell.mask + 2, trained,
+                                                        masks)
+                chain_masks[cell.chain] = result.mask_next = pruning.pack_masks(following)
         if layout.is_leader:
-            curves = np.concatenate([np.asarray(hist[k], np.float64) for k in results.CURVES])
-            channel.send(np.concatenate([[cell.id, layout.group, t, time.time(),
-                                          len(hist["epoch"]), hist["diverged"]], curves]))
+            channel.send(result.encode())
 
     # --- 6. gather: remaining cells to the writer, then every rank's timings ---------------
     t = time.time()

@@ -17,22 +17,23 @@ from . import plan, results
 
 def _summary(f) -> dict:
     attrs = dict(f.attrs)
+    cfg = config_mod.yaml.safe_load(attrs["config"])
     return {"status": str(attrs.get("status", "unknown")),
             "error": str(attrs.get("error", "")),
-            "config": config_mod.yaml.safe_load(attrs["config"]),
+            "config": cfg,
             "n_groups": int(attrs.get("n_groups", 1)),
             "job_started": float(attrs.get("job_started", np.nan)),
             "resumed": int(attrs.get("resumed", 0)),
             "dense": results.dense_complete(f),
-            "cells": results.cells_in(f)}
+            "cells": results.cells_in(f),
+            "sparsities": results.sparsities(f, cfg)}
 
 
 def report(path: str, now: float | None = None) -> str:
     s = results.while_running(_summary, path)
     now = time.time() if now is None else now
     cfg, cells = s["config"], s["cells"]
-    grid = plan.cells(len(cfg["prune"]["sparsities"]), len(cfg["rewind"]["points"]),
-                      cfg["controls"])
+    grid = plan.grid_for(cfg, len(s["sparsities"]))
     done = {c["name"] for c in cells}
     lines = [f"{path}: {s['status']}" + (f" ({s['error']})" if s["error"] else "")
              + (f", resumed {s['resumed']} time(s)" if s["resumed"] else ""),
@@ -56,7 +57,7 @@ def report(path: str, now: float | None = None) -> str:
                 f"{s['n_groups']} group(s))"
     lines.append(line)
     if s["status"] == "running":
-        groups = plan.assign(grid, s["n_groups"], cfg["parallel"]["assign"])
+        groups = plan.assign(grid, s["n_groups"], plan.assignment(cfg))
         busy = [f"group {g} ({len([c for c in mine if c.name not in done])} left)"
                 for g, mine in enumerate(groups) if any(c.name not in done for c in mine)]
         lines.append("busy: " + (", ".join(busy) if busy else "none (finishing)"))

@@ -172,6 +172,25 @@ class Trainer:
                 var.assign(tf.zeros_like(var))
         self.apply_masks()
 
+    def set_masks(self, masks: list[np.ndarray]):
+        """New masks mid-training (gradual pruning): optimizer state kept, pruned weights
+        zeroed now and after every step."""
+        for var, m in zip(self.masks, masks):
+            var.assign(np.asarray(m, np.float32))
+        self.apply_masks()
+
+    def current_masks(self) -> list[np.ndarray]:
+        return [np.asarray(m) > 0.5 for m in self.masks]
+
+    def leader_kernels(self) -> list[np.ndarray]:
+        """The prunable kernels as the group's leader has them: every rank of a group
+        computes the same mask from the same numbers, even if its own last bits differ."""
+        kernels = [np.asarray(v) for v in self.masked]
+        if self.group is None:
+            return kernels
+        flat = np.asarray(self.group.broadcast(flatten(kernels)))
+        return unflatten(flat, [k.shape for k in kernels])
+
     def apply_masks(self):
         for var, m in zip(self.masked, self.masks):
             var.assign(var * m)

@@ -31,13 +31,13 @@ def test_describe_counts_trainings():
            "rewind": {"points": [0, 1], "unit": "epoch", "retrain": "remaining"},
            "controls": [], "parallel": {"group_size": 2, "assign": "masks", "dense": "rank0"},
            "train": {"epochs": 2}, "output": "results/run #1.h5"}
-    text = plan.describe(cfg, 4, done={"m00_r0_none"})
+    text = plan.describe(cfg, 4, cfg["prune"]["sparsities"], done={"m00_r0_none"})
     assert "= 6 cells" in text and "output: results/run #1.h5" in text
     assert "m00_r1_none: sparsity 0.5, rewind epoch 1, trains epochs 2-2" in text
     assert "group 0 (ranks 0-1): 3 trainings (1 already done)" in text
     assert "group 1 (ranks 2-3): 2 trainings" in text and "dense phase on rank 0" in text
     cfg["parallel"]["dense"] = "data_parallel"
-    assert "dense phase data-parallel on all 4 ranks" in plan.describe(cfg, 4)
+    assert "dense phase data-parallel on all 4 ranks" in plan.describe(cfg, 4, [0.5, 0.8, 0.9])
 
 
 def test_a_ticket_rewound_to_k_trains_the_remaining_iterations():

@@ -32,8 +32,9 @@ def write(path, cells=None):
                   [0, 1], "epoch", ckpts, packed, [0.5, 0.9],
                   [pruning.realized_sparsity(m) for m in masks], "global")
     for c in (grid if cells is None else [grid[i] for i in cells]):
-        w.write_cell(c, [0.5, 0.9][c.mask], 0.5, 0 if c.rewind >= 0 else None, 0,
-                     history(0.7 + 0.01 * c.id), 100.0 + c.id, 101.5 + c.id)
+        w.write_cell(c, [0.5, 0.9][c.mask], 0.5, 0 if c.rewind >= 0 else None,
+                     results.CellResult(c.id, 0, 100.0 + c.id, 101.5 + c.id,
+                                        history(0.7 + 0.01 * c.id)))
     return w, ckpts, masks, shapes
 
 

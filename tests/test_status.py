@@ -37,10 +37,11 @@ def test_a_running_search_reads_consistently_from_other_processes(tmp_path):
     out = str(tmp_path / "r.h5")
     job = subprocess.Popen(launch(2, sys.executable, "-m", "mpi4py", "-m", "lth_mpi", "run",
                                   CONFIG, "--output", out, "--set", "parallel.group_size=1",
-                                  "--set", "train.epochs=3", "--set", "rewind.points=[0, 1]"),
+                                  "--set", "train.epochs=4", "--set", "rewind.points=[0, 1]",
+                                  "--set", "prune.sparsities=[0.5, 0.7, 0.9]"),
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                            cwd=ROOT, env=ENV)
-    grid = {c.name for c in plan.cells(2, 2, ["random_reinit"])}
+    grid = {c.name for c in plan.cells(3, 2, ["random_reinit"])}
     seen, statuses = [], []
     try:
         while job.poll() is None:
@@ -53,7 +54,7 @@ def test_a_running_search_reads_consistently_from_other_processes(tmp_path):
                 assert len(names) == int(n) and set(names) <= grid
                 for row in filter(None, rows.split(";")):
                     name, epochs, acc = row.split(":")
-                    assert int(epochs) in (2, 3) and 0.1 < float(acc) <= 1   # whole cells only
+                    assert int(epochs) in (3, 4) and 0.1 < float(acc) <= 1   # whole cells only
                 seen.append(int(n))
                 s = status(out)
                 assert s.returncode == 0, s.stderr
@@ -63,12 +64,12 @@ def test_a_running_search_reads_consistently_from_other_processes(tmp_path):
         job.wait(timeout=600)
     assert job.returncode == 0
     assert seen == sorted(seen)                               # never goes backwards
-    middle = [k for k in seen if 0 < k < 6]
+    middle = [k for k in seen if 0 < k < 9]
     assert middle, f"no read while cells were being written: {seen}"
     running = [s for s in statuses if ": running" in s.splitlines()[0] and "ETA" in s]
     assert running and "busy: group" in running[-1] and "best ticket so far" in running[-1]
     final = status(out).stdout
-    assert "cells done: 6 / 6" in final and ": complete" in final
+    assert "cells done: 9 / 9" in final and ": complete" in final
     assert "best ticket (chosen on validation)" in final
     best = max((c for c in results.read_cells(out) if c["control"] == "none"),
                key=lambda c: (c["final_val_accuracy"], c["sparsity"]))
