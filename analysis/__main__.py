@@ -68,7 +68,8 @@ def main(argv=None) -> int:
                       f"of weights, {args.metric} accuracy "
                       f"{100 * w[args.metric + '_test_accuracy']:.2f}%")
             if "utilization" in out:
-                print(f"analysis: utilization {100 * out['utilization']:.1f}%, serial fraction "
+                print(f"analysis: utilization {100 * out['utilization']:.1f}% (grid "
+                      f"{100 * out['grid_utilization']:.1f}%), serial fraction "
                       f"{100 * out['serial']['total'] / out['wall']:.1f}%")
             print(f"analysis: wrote {out['summary']} and {len(out['figures'])} figures")
         else:

@@ -276,6 +276,7 @@ def timeline_section(res: Results, timings, fig: str | None) -> tuple[list, dict
     b = timeline.breakdown(t, ph)
     ser = timeline.serial_seconds(t, ph)
     util = timeline.utilization(t, ph)
+    grid_util = timeline.grid_utilization(t, ph)
     parts = ", ".join(f"{p} {ser[p]:.1f} s" for p in ph if p in ser) \
         + f", untimed (e.g. Horovod start-up) {ser['untimed']:.1f} s"
     out += [("p", f"Job {timings.job} ({len(res.timings)} job(s) wrote this file"
@@ -285,6 +286,9 @@ def timeline_section(res: Results, timings, fig: str | None) -> tuple[list, dict
             ("list", [f"wall time {wall:.1f} s on {n} ranks = {n * wall:.1f} rank-seconds",
                       f"utilization (busy rank-seconds / rank-seconds) {_pct(util)}; "
                       + ", ".join(f"{k} {b[k]:.1f} ({_pct(b[k] / (n * wall))})" for k in b),
+                      f"grid utilization (cell rank-seconds / ranks x the grid's span, from "
+                      f"the first cell's start to the last one's end; parallel.assign "
+                      f"{res.config['parallel'].get('assign', 'masks')}) {_pct(grid_util)}",
                       f"serial time {ser['total']:.1f} s = {_pct(ser['total'] / wall)} of the "
                       f"wall time: before the first cell {ser['head']:.1f} s ({parts}); after "
                       f"the last cell {ser['tail']:.1f} s"])]
@@ -301,7 +305,8 @@ def timeline_section(res: Results, timings, fig: str | None) -> tuple[list, dict
                      f"{wall - busy - idle:.1f}", _pct(busy / wall)])
     out.append(("table", ["rank", "group", "cells", "busy s", "idle s", "overhead+untimed s",
                           "utilization"], rows))
-    return out, {"utilization": util, "serial": ser, "wall": wall}
+    return out, {"utilization": util, "grid_utilization": grid_util, "serial": ser,
+                 "wall": wall}
 
 
 def projection_section(res: Results, timings, efficiency: float) -> list:

@@ -63,6 +63,18 @@ def utilization(table: np.ndarray, phases) -> float:
     return breakdown(table, phases)["busy"] / total if total > 0 else float("nan")
 
 
+def grid_utilization(table: np.ndarray, phases) -> float:
+    """The grid alone: cell rank-seconds over ranks x (first cell start .. last cell end).
+    What scheduling decides: a rank idle at the end while another finishes its last cell
+    counts against it; the dense phase before does not."""
+    cells = table[_names(table, phases) == "cell"]
+    if not len(cells):
+        return float("nan")
+    window = cells[:, 4].max() - cells[:, 3].min()
+    total = len(ranks(table)) * window
+    return float((cells[:, 4] - cells[:, 3]).sum() / total) if total > 0 else float("nan")
+
+
 def serial_seconds(table: np.ndarray, phases, writer: int = 0) -> dict[str, float]:
     """The part of the wall time no parallelism can shorten (Amdahl's serial part).
 

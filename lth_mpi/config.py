@@ -39,7 +39,7 @@ SCHEMA = {
               "momentum": (float, 0.9),
               "weight_decay": (float, 0.0),
               "xla": (bool, True),
-              "mixed_precision": (bool, False),
+              "mixed_precision": ((bool, str), False),    # false | float16 | bfloat16
               "sync_batchnorm": (bool, False)},
     "rewind": {"unit": (str, "epoch"),
                "points": (list, [0]),
@@ -58,7 +58,7 @@ SCHEMA = {
     "controls": (list, []),
     "results": {"keep_weights": (str, "none")},
     "parallel": {"group_size": (int, 4),
-                 "assign": (str, "masks"),
+                 "assign": (str, "dynamic"),
                  "dense": (str, "rank0"),
                  "threads": ((int, type(None)), None)},
 }
@@ -69,7 +69,7 @@ CHOICES = {
     "rewind.retrain": ("remaining", "full"),
     "prune.mode": ("oneshot", "iterative", "gradual"),
     "prune.scope": ("global", "layerwise"),
-    "parallel.assign": ("masks", "cells"),
+    "parallel.assign": ("dynamic", "masks", "cells"),
     "results.keep_weights": ("none", "best", "all"),
     "parallel.dense": ("rank0", "data_parallel"),
 }
@@ -223,6 +223,11 @@ def _check(cfg: dict, world_size: int | None) -> None:
     for key in ("learning_rate", "momentum", "weight_decay"):
         if not math.isfinite(t[key]):
             raise ConfigError(f"train.{key}: must be a finite number, got {t[key]}")
+    if t["mixed_precision"] is True:     # the original switch: float16, as for GPUs
+        t["mixed_precision"] = "float16"
+    if t["mixed_precision"] not in (False, "float16", "bfloat16"):
+        raise ConfigError(f"train.mixed_precision: {t['mixed_precision']!r} is not one of "
+                          "false, float16, bfloat16")
     for key in ("epochs", "batch_size"):
         if t[key] < 1:
             raise ConfigError(f"train.{key}: must be >= 1, got {t[key]}")

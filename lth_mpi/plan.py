@@ -93,17 +93,38 @@ def start_iteration(cell: Cell, cfg: dict, steps_per_epoch: int) -> int:
 
 
 def assignment(cfg: dict) -> str:
-    """How cells are dealt to groups: iterative pruning always deals whole chains."""
-    return "chains" if config.iterative(cfg) else cfg["parallel"]["assign"]
+    """How cells are dealt to groups: dynamic (a shared queue), or statically; iterative
+    pruning deals whole chains either way."""
+    by = cfg["parallel"]["assign"]
+    return "chains" if config.iterative(cfg) and by != "dynamic" else by
+
+
+def length(cell: Cell, cfg: dict, steps_per_epoch: int) -> int:
+    """Iterations a cell trains (a late rewind under `remaining` trains fewer)."""
+    return cfg["train"]["epochs"] * steps_per_epoch - start_iteration(cell, cfg, steps_per_epoch)
+
+
+def queue(grid: list[Cell], cfg: dict, steps_per_epoch: int,
+          done: set[str] = frozenset()) -> list[list[Cell]]:
+    """Dynamic scheduling's tasks, in the order groups take them: each unfinished cell (each
+    chain's unfinished levels, under iterative pruning), longest first, so that short ones
+    fill the gaps at the end (longest-processing-time first: at most 4/3 of the optimum,
+    usually within a cell of it)."""
+    units = (chains(grid) if config.iterative(cfg) else [[c] for c in grid])
+    units = [[c for c in u if c.name not in done] for u in units]
+    return sorted((u for u in units if u),
+                  key=lambda u: -sum(length(c, cfg, steps_per_epoch) for c in u))
 
 
 def describe(cfg: dict, world_size: int, sparsities: list[float],
-             done: set[str] = frozenset()) -> str:
-    """The --dry-run text: cells, groups, and trainings per group."""
+             done: set[str] = frozenset(), steps_per_epoch: int = 1) -> str:
+    """The --dry-run text: cells, groups, and trainings per group (or the queue's order)."""
     sp, pts = sparsities, cfg["rewind"]["points"]
     grid = grid_for(cfg, len(sp))
     g = cfg["parallel"]["group_size"]
-    groups = assign(grid, world_size // g, assignment(cfg))
+    dynamic = assignment(cfg) == "dynamic"
+    groups = [grid] * (world_size // g) if dynamic else \
+        assign(grid, world_size // g, assignment(cfg))
     unit = cfg["rewind"]["unit"]
     p = cfg["prune"]
     if config.iterative(cfg):
@@ -131,17 +152,26 @@ def describe(cfg: dict, world_size: int, sparsities: list[float],
              + ("a ticket rewound to k retrains the remaining epochs or iterations, controls all"
                 if config.remaining(cfg)
                 else f"every cell retrains {cfg['train']['epochs']} epochs")]
+
+    def cell_line(c):
+        r = f"rewind {unit} {pts[c.rewind]}" if c.rewind >= 0 else "fresh init"
+        if unit == "epoch":   # counted in epochs: one step per epoch
+            r += f", trains epochs {start_iteration(c, cfg, 1) + 1}-{cfg['train']['epochs']}"
+        mark = " [done]" if c.name in done else ""
+        level = f"level {c.mask + 1}, " if config.iterative(cfg) else ""
+        return f"  {c.name}: {level}sparsity {sp[c.mask]:.4g}, {r}, control {c.control}{mark}"
+
+    if dynamic:
+        order = queue(grid, cfg, steps_per_epoch, done)
+        left = sum(len(t) for t in order)
+        lines.append(f"{len(groups)} groups take {len(order)} tasks from a shared queue as they "
+                     f"free up, longest first: {left} trainings"
+                     + (f" ({len(grid) - left} already done)" if left < len(grid) else ""))
+        return "\n".join(lines + [cell_line(c) for t in order for c in t])
     for i, mine in enumerate(groups):
         todo = [c for c in mine if c.name not in done]
         lines.append(f"group {i} (ranks {i * g}-{i * g + g - 1}): {len(todo)} trainings"
                      + (f" ({len(mine) - len(todo)} already done)" if len(todo) < len(mine) else ""))
         for c in mine:
-            r = f"rewind {unit} {pts[c.rewind]}" if c.rewind >= 0 else "fresh init"
-            if unit == "epoch":   # counted in epochs: one step per epoch
-                first = start_iteration(c, cfg, 1) + 1
-                r += f", trains epochs {first}-{cfg['train']['epochs']}"
-            mark = " [done]" if c.name in done else ""
-            level = f"level {c.mask + 1}, " if config.iterative(cfg) else ""
-            lines.append(f"  {c.name}: {level}sparsity {sp[c.mask]:.4g}, {r}, "
-                         f"control {c.control}{mark}")
+            lines.append(cell_line(c))
     return "\n".join(lines)

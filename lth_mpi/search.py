@@ -150,6 +150,39 @@ def dense_phase(cfg, dense_data, group=None, stop=None):
             trained)
 
 
+def cell_inputs(cfg, cell, dataset, shapes, prunable_idx, ckpts, packed, chain_mask=None):
+    """(start weights, masks or None) of a cell: its rewind checkpoint (a fresh init for
+    random_reinit) and its mask (a random one of the same counts for random_mask; the
+    chain's current one under iterative pruning; none yet under gradual)."""
+    r, seed = max(cell.replicate, 0), config_mod.seeded(cfg, cell.replicate)["seed"]
+    if cell.control == "random_reinit":
+        fresh, _ = training.build_for(cfg, dataset, seeds.derive(seed, seeds.REINIT, cell.mask))
+        start = [np.asarray(w) for w in fresh.get_weights()]
+    else:
+        start = training.unflatten(ckpts[r][cell.rewind], shapes)
+    kernel_shapes = [shapes[i] for i in prunable_idx]
+    if config_mod.iterative(cfg):
+        return start, pruning.unpack_masks(chain_mask, kernel_shapes)
+    if config_mod.gradual(cfg):
+        return start, None        # dense at the start; pruned on schedule while training
+    masks = pruning.unpack_masks(packed[r][cell.mask], kernel_shapes)
+    if cell.control == "random_mask":   # the same for every rewind point
+        masks = pruning.random_like(masks, seeds.derive(seed, seeds.RANDOM_MASK, cell.mask))
+    return start, masks
+
+
+def train_cell(cfg, cell, trainer, start, masks, sparsity, per_replicate, on_epoch=None):
+    """Train one cell from `start` under `masks`; its data order is keyed by the cell (its
+    place in its replicate), never by the rank: the same numbers whoever trains it."""
+    seed = config_mod.seeded(cfg, cell.replicate)["seed"]
+    trainer.load(start, masks)
+    first = plan.start_iteration(cell, cfg, trainer.steps_per_epoch)
+    on_step = gradual_pruner(cfg, sparsity, trainer, first) if config_mod.gradual(cfg) else None
+    return trainer.fit(cfg["train"]["epochs"],
+                       seeds.derive(seed, seeds.CELL, cell.id % per_replicate),
+                       on_epoch=on_epoch, on_step=on_step, start=first)
+
+
 def gradual_pruner(cfg: dict, final: float, trainer, start: int):
     """Gradual pruning of one cell: prunes now if the cell starts inside the schedule, and
     returns the on_step callback that prunes at every scheduled iteration, by the magnitude
@@ -352,7 +385,8 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
         if layout.is_writer and resume and os.path.exists(cfg["output"]):
             done = set(r["name"] for r in results.read_cells(cfg["output"]))
         if layout.is_writer:
-            print(plan.describe(cfg, size, sp, done), flush=True)
+            print(plan.describe(cfg, size, sp, done, group_data.train_total
+                                // cfg["train"]["batch_size"]), flush=True)
         return 0
 
     # --- 2. writer opens the file (new, or resumed); everyone learns what is done -----------
@@ -385,14 +419,23 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
     group = parallel.init_horovod(layout)
     trainer = training.Trainer(model, group_data, cfg["train"], prunable_idx, group,
                                stop=stopper.requested)
-    mine = plan.assign(grid, layout.n_groups, plan.assignment(cfg))[layout.group]
-    todo = [c for c in mine if c.name not in done]
     chain_masks, ended = chain_starts(layout, grid, done, writer, levels, packed, packed_len) \
         if iterative else ({}, set())
+    spe = trainer.steps_per_epoch
+    work = None
+    if plan.assignment(cfg) == "dynamic":   # groups take the longest task left as they free up
+        tasks, work = plan.queue(grid, cfg, spe, done), parallel.WorkQueue(layout)
+
+        def taken():
+            while (i := work.take()) < len(tasks):
+                yield from tasks[i]
+        todo = taken()
+    else:
+        mine = plan.assign(grid, layout.n_groups, plan.assignment(cfg))[layout.group]
+        todo = [c for c in mine if c.name not in done]
     t_grid = time.time()
     # cells differ in length (a late rewind trains less): the ETA counts iterations, not cells
-    spe = trainer.steps_per_epoch
-    length = {c.id: cfg["train"]["epochs"] * spe - plan.start_iteration(c, cfg, spe) for c in grid}
+    length = {c.id: plan.length(c, cfg, spe) for c in grid}
     progress = {"done": 0, "work": 0,
                 "total": sum(length[c.id] for c in grid if c.name not in done)}
 
@@ -427,7 +470,6 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
     channel = parallel.ResultChannel(layout, on_result if layout.is_writer else None)
     drain = (lambda epoch: channel.drain()) if layout.is_writer else None
     interrupted = False
-    kernel_shapes = [shapes[i] for i in prunable_idx]
     # a cell's data order is keyed by its place within its replicate: replicate k runs
     # exactly the search that `seed: seeds[k]` alone would
     per_replicate = len(grid) // len(reps)
@@ -436,35 +478,14 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
         if cell.chain in ended:   # a diverged level ends its chain: nothing to prune from
             continue
         t = time.time()
-        r, seed = max(cell.replicate, 0), config_mod.seeded(cfg, cell.replicate)["seed"]
-        if cell.control == "random_reinit":
-            fresh, _ = training.build_for(
-                cfg, group_data, seeds.derive(seed, seeds.REINIT, cell.mask))
-            start = [np.asarray(w) for w in fresh.get_weights()]
-        else:
-            start = training.unflatten(ckpts[r][cell.rewind], shapes)
+        start, masks = cell_inputs(cfg, cell, group_data, shapes, prunable_idx, ckpts, packed,
+                                   chain_masks.get(cell.chain))
         # the group starts from the leader's exact bits, as Horovod's examples do
         if group is not None:
             start = training.unflatten(group.broadcast(training.flatten(start)), shapes)
-        if iterative:
-            masks = pruning.unpack_masks(chain_masks[cell.chain], kernel_shapes)
-        elif config_mod.gradual(cfg):
-            masks = None          # dense at the start; pruned on schedule while training
-        else:
-            masks = pruning.unpack_masks(packed[r][cell.mask], kernel_shapes)
-        if cell.control == "random_mask" and not iterative:   # the same for every rewind
-            masks = pruning.random_like(masks, seeds.derive(seed, seeds.RANDOM_MASK,
-                                                             cell.mask))
-        trainer.load(start, masks)
-        first = plan.start_iteration(cell, cfg, trainer.steps_per_epoch)
-        on_step = gradual_pruner(cfg, sp[cell.mask], trainer, first) \
-            if config_mod.gradual(cfg) else None
-        # keyed by the cell, not by the rank: the same numbers whoever trains it
         try:
-            hist = trainer.fit(cfg["train"]["epochs"],
-                               seeds.derive(seed, seeds.CELL, cell.id % per_replicate),
-                               on_epoch=drain,
-                               on_step=on_step, start=first)
+            hist = train_cell(cfg, cell, trainer, start, masks, sp[cell.mask], per_replicate,
+                              drain)
         except training.Interrupted:   # this cell is dropped: --resume trains it again
             interrupted = True
             timeline.add("cell", t, cell.id)
@@ -495,6 +516,8 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
     timeline.add("drain", t)
     t = time.time()
     parallel.wait_quietly()
+    if work is not None:
+        work.free()        # collective: after the barrier, so nobody spins in it
     timeline.add("gather", t)
     stopper.finish()
     # did any rank stop early? (a stop request that came after its last cell changes nothing)

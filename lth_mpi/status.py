@@ -56,7 +56,10 @@ def report(path: str, now: float | None = None) -> str:
         line += f"; ETA about {eta:.0f} s ({left} cells at {per_cell:.1f} s each over " \
                 f"{s['n_groups']} group(s))"
     lines.append(line)
-    if s["status"] == "running":
+    if s["status"] == "running" and plan.assignment(cfg) == "dynamic":
+        lines.append(f"queue: {left} cells left, each taken by the next group to free up "
+                     f"({s['n_groups']} group(s))")
+    elif s["status"] == "running":
         groups = plan.assign(grid, s["n_groups"], plan.assignment(cfg))
         busy = [f"group {g} ({len([c for c in mine if c.name not in done])} left)"
                 for g, mine in enumerate(groups) if any(c.name not in done for c in mine)]

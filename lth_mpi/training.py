@@ -33,8 +33,10 @@ def make_optimizer(train_cfg: dict) -> keras.optimizers.Optimizer:
         opt = keras.optimizers.SGD(train_cfg["learning_rate"], momentum=train_cfg["momentum"],
                                    weight_decay=train_cfg["weight_decay"] or None)
     # float16 gradients underflow without loss scaling; the wrapper also skips any step
-    # whose (group-averaged, hence identical on every rank) gradients are not finite
-    return keras.optimizers.LossScaleOptimizer(opt) if train_cfg["mixed_precision"] else opt
+    # whose (group-averaged, hence identical on every rank) gradients are not finite.
+    # bfloat16 has float32's exponent range: no scaling needed
+    return keras.optimizers.LossScaleOptimizer(opt) \
+        if train_cfg["mixed_precision"] == "float16" else opt
 
 
 @dataclasses.dataclass
@@ -339,10 +341,11 @@ def prunable_weights(model, prunable_idx, weights) -> dict[str, np.ndarray]:
 def build_for(cfg: dict, data, seed: int):
     """The configured model for this dataset, and its prunable weight indices.
 
-    Mixed precision computes in float16 and keeps float32 variables (and float32 masks).
+    Mixed precision computes in float16 (GPUs) or bfloat16 (CPUs with AVX-512 BF16 or AMX,
+    and TPUs) and keeps float32 variables (and float32 masks).
     """
-    keras.mixed_precision.set_global_policy(
-        "mixed_float16" if cfg["train"]["mixed_precision"] else "float32")
+    precision = cfg["train"]["mixed_precision"]
+    keras.mixed_precision.set_global_policy(f"mixed_{precision}" if precision else "float32")
     options = {k: v for k, v in cfg["model"].items() if k != "name"}
     model = models.build(cfg["model"]["name"], data.input_shape, data.num_classes, options, seed)
     return model, models.prunable(model, cfg["prune"]["exclude"])

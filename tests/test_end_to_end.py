@@ -191,8 +191,8 @@ def test_dry_run_and_console_script(tmp_path):
                        "--set", "dataset.train_examples=400", "--set", "dataset.test_examples=100"])
     assert proc.returncode == 0, proc.stderr
     assert "2 masks x 2 rewind points" in proc.stdout and "= 6 cells" in proc.stdout
-    assert "group 0 (ranks 0-1): 3 trainings" in proc.stdout
-    assert "group 1 (ranks 2-3): 3 trainings" in proc.stdout
+    assert "2 groups take 6 tasks from a shared queue as they free up, longest first: " \
+        "6 trainings" in proc.stdout
     assert not os.path.exists(os.path.join(ROOT, "r.h5"))
 
 
@@ -275,23 +275,27 @@ def test_data_parallel_dense_phase(tmp_path):
 
 def test_a_cell_does_not_depend_on_who_trains_it(tmp_path):
     """Groups of one rank, one thread each: at -n 1 every cell runs on rank 0, at -n 2 half of
-    them on rank 1; the curves are bit-identical, since every random stream is keyed by the
-    cell (and the group rank), never by the world rank."""
+    them on rank 1 (static round robin), at -n 3 whichever group frees up first takes the next
+    cell from the shared queue; the curves are bit-identical, since every random stream is
+    keyed by the cell (and the group rank), never by the world rank."""
     small = ["--set", "parallel.group_size=1", "--set", "parallel.threads=1",
-             "--set", "parallel.assign=cells", "--set", "dataset.name=synthetic",
+             "--set", "dataset.name=synthetic",
              "--set", "dataset.train_examples=600", "--set", "dataset.test_examples=200",
              "--set", "train.batch_size=50", "--set", "train.epochs=2"]
     runs = {}
-    for n in (1, 2):
+    for n, assign in ((1, "cells"), (2, "cells"), (3, "dynamic")):
         out = str(tmp_path / f"r{n}.h5")
-        proc = lth(n, CONFIG, "--output", out, *small, timeout=300)
+        proc = lth(n, CONFIG, "--output", out, *small, "--set", f"parallel.assign={assign}",
+                   timeout=300)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         runs[n] = {c["name"]: c for c in results.read_cells(out)}
-    assert runs[1].keys() == runs[2].keys() and len(runs[1]) == 6
+    assert runs[1].keys() == runs[2].keys() == runs[3].keys() and len(runs[1]) == 6
     assert {c["group"] for c in runs[2].values()} == {0, 1}        # both ranks trained cells
+    assert len({c["group"] for c in runs[3].values()}) >= 2        # the queue fed several
     for name, cell in runs[1].items():
         for curve in ("train_loss", "test_loss", "test_accuracy"):
             assert np.array_equal(cell[curve], runs[2][name][curve]), (name, curve)
+            assert np.array_equal(cell[curve], runs[3][name][curve]), (name, curve)
 
 
 @needs_data

@@ -60,3 +60,28 @@ def test_random_mask_controls_follow_every_rewind():
     cfg = {"rewind": {"points": [0, 1, 2], "unit": "epoch", "retrain": "remaining"}}
     assert plan.start_iteration(grid[9], cfg, 10) == 10      # m00_r1_random_mask: like the ticket
     assert plan.start_iteration(grid[6], cfg, 10) == 0       # reinit: all of training
+
+
+def test_the_queue_hands_out_the_longest_work_first():
+    cfg = {"prune": {"sparsities": [0.5, 0.9], "mode": "oneshot"},
+           "rewind": {"points": [0, 2, 1], "unit": "epoch", "retrain": "remaining"},
+           "controls": ["random_reinit"], "train": {"epochs": 3},
+           "parallel": {"group_size": 1, "assign": "dynamic", "dense": "rank0"}, "output": "r.h5"}
+    grid = plan.grid_for(cfg, 2)
+    order = plan.queue(grid, cfg, steps_per_epoch=10)
+    lengths = [sum(plan.length(c, cfg, 10) for c in t) for t in order]
+    assert lengths == sorted(lengths, reverse=True) and lengths[0] == 30 and lengths[-1] == 10
+    assert sorted(c.id for t in order for c in t) == [c.id for c in grid]   # each once
+    assert all(len(t) == 1 for t in order) and plan.assignment(cfg) == "dynamic"
+    done = {"m00_r0_none", "m01_r2_none"}
+    left = [c.name for t in plan.queue(grid, cfg, 10, done) for c in t]
+    assert not done & set(left) and len(left) == len(grid) - 2
+    # iterative pruning: a task is a whole chain's unfinished levels, in order
+    cfg["prune"].update(mode="iterative", rate=0.2, layer_rates={})
+    chains = plan.queue(grid, cfg, 10, {"m00_r0_none"})
+    assert [len(t) for t in chains][0] == 2 and all(
+        [c.mask for c in t] == sorted(c.mask for c in t) for t in chains)
+    assert chains[-1][0].rewind == 1 and len(chains[-1]) == 2   # shortest chain last
+    assert plan.assignment({**cfg, "parallel": {**cfg["parallel"], "assign": "masks"}}) == "chains"
+    text = plan.describe(cfg, 2, [0.2, 0.36], steps_per_epoch=10)
+    assert "2 groups take 4 tasks from a shared queue as they free up, longest first" in text

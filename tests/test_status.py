@@ -67,7 +67,7 @@ def test_a_running_search_reads_consistently_from_other_processes(tmp_path):
     middle = [k for k in seen if 0 < k < 9]
     assert middle, f"no read while cells were being written: {seen}"
     running = [s for s in statuses if ": running" in s.splitlines()[0] and "ETA" in s]
-    assert running and "busy: group" in running[-1] and "best ticket so far" in running[-1]
+    assert running and "queue: " in running[-1] and "best ticket so far" in running[-1]
     final = status(out).stdout
     assert "cells done: 9 / 9" in final and ": complete" in final
     assert "best ticket (chosen on validation)" in final

@@ -1,0 +1,93 @@
+"""bfloat16 against float32 on this CPU: resnet20 step time side by side, and the accuracy
+of a short run in each precision (prints, asserts nothing).
+
+Both trainers are built in one process and timed in alternating rounds (median of
+--rounds), so the machine's noise hits them alike; XLA is off for both (oneDNN runs the
+bfloat16 convolutions and matmuls with AVX-512 BF16 / AMX where the CPU has them). Then each
+trains the same --epochs on the same Fashion-MNIST examples from the same initialization and
+reports test accuracy.
+
+Goal (issue 11): bfloat16 >= 1.3x faster per step, accuracy within 0.3 points.
+
+Usage: python benchmarks/bf16.py [--model resnet20] [--batch 128] [--steps 10]
+       [--rounds 5] [--epochs 2] [--train 10000] [--threads 2]
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--steps", type=int, default=10, help="steps per timed round")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=2, help="epochs of the accuracy run")
+    p.add_argument("--train", type=int, default=10000, help="training examples (accuracy run)")
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    args = p.parse_args()
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(min(2, args.threads))
+    from lth_mpi import config, data, training
+    name = "fashion_mnist" if os.path.isdir(data.FASHION_MNIST_DIR) else "synthetic"
+
+    def trainer(precision):
+        cfg = config.load(raw={
+            "model": {"name": args.model}, "prune": {"sparsities": [0.5]},
+            "dataset": {"name": name, "train_examples": args.train,
+                        "validation_examples": 0},
+            "train": {"batch_size": args.batch, "optimizer": "sgd", "learning_rate": 0.05,
+                      "xla": False, "mixed_precision": precision},
+            "parallel": {"group_size": 1}})
+        ds = data.load(cfg["dataset"])
+        model, idx = training.build_for(cfg, ds, cfg["seed"])   # the same init in both
+        t = training.Trainer(model, ds, cfg["train"], idx)
+        return t, [np.asarray(w, np.float32) for w in model.get_weights()]
+
+    runs = {p: trainer(p) for p in (False, "bfloat16")}
+    import keras
+    keras.mixed_precision.set_global_policy("float32")
+    start = runs[False][1]
+    x, y = next(iter(runs[False][0].data.train_batches(0, 1, args.batch)))
+    x, y = tf.constant(x), tf.constant(y)
+    for t, _ in runs.values():
+        t.load(start)
+        for _ in range(3):                      # compile and warm up
+            t._train_step(x, y)
+    times = {p: [] for p in runs}
+    for _ in range(args.rounds):
+        for p, (t, _) in runs.items():
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                t._train_step(x, y)
+            float(t.loss_sum.numpy())          # wait for the last step
+            times[p].append((time.perf_counter() - t0) / args.steps * 1000)
+    f32, b16 = statistics.median(times[False]), statistics.median(times["bfloat16"])
+    print(f"{args.model}, batch {args.batch}, {args.threads} threads, no XLA, median of "
+          f"{args.rounds} rounds of {args.steps} steps")
+    print(f"  float32   {f32:8.1f} ms/step")
+    print(f"  bfloat16  {b16:8.1f} ms/step")
+    print(f"speed-up bfloat16 / float32 = {f32 / b16:.2f}x (goal >= 1.3)")
+    if args.epochs < 1:
+        return
+    acc = {}
+    for p, (t, _) in runs.items():
+        t.load(start)
+        acc[p] = t.fit(args.epochs, seed=1)["test_accuracy"][-1]
+    print(f"test accuracy after {args.epochs} epochs on {args.train} {name} examples: float32 "
+          f"{100 * acc[False]:.2f}%, bfloat16 {100 * acc['bfloat16']:.2f}% "
+          f"(difference {100 * (acc['bfloat16'] - acc[False]):+.2f} points; goal within 0.3)")
+
+
+if __name__ == "__main__":
+    main()
