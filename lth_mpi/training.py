@@ -146,9 +146,15 @@ class Trainer:
         if self.sync_bn:
             synchronize_batchnorm(model, group.batch_sum if group else (lambda: tf.identity))
         xla = train_cfg["xla"]
+        self._train_steps = None
         if group is None:     # one rank: the whole step is one XLA program
             self._train_step = tf.function(lambda x, y: self._update(*self._gradients(x, y)),
                                            jit_compile=xla)
+
+            def steps(xs, ys):   # many steps per call: one dispatch instead of one per step
+                for i in tf.range(tf.shape(xs)[0]):
+                    self._train_step(xs[i], ys[i])
+            self._train_steps = tf.function(steps, reduce_retracing=True)
         else:                 # two compiled halves around the allreduce, which XLA cannot hold;
             # the forward pass holds collectives too when BatchNorm is synchronized
             gradients = tf.function(self._gradients, jit_compile=xla and not self.sync_bn)
@@ -256,12 +262,23 @@ class Trainer:
         n = self.steps_per_epoch if steps is None else steps
         self.loss_sum.assign(0.0)
         batches = self.data.train_batches(epoch_seed, n, self.cfg["batch_size"])
-        for i, (x, y) in enumerate(batches):
-            if i % CHECK_EVERY == 0:
-                self.check_stop()
-            self._train_step(tf.constant(x), tf.constant(y))
-            if on_step is not None:
-                on_step(first_step + i + 1)
+        if on_step is None and self._train_steps is not None:
+            # one rank, nothing to do between steps: CHECK_EVERY steps per compiled call
+            chunk = []
+            for i, batch in enumerate(batches, 1):
+                chunk.append(batch)
+                if len(chunk) == CHECK_EVERY or i == n:
+                    self.check_stop()
+                    self._train_steps(tf.constant(np.stack([b[0] for b in chunk])),
+                                      tf.constant(np.stack([b[1] for b in chunk])))
+                    chunk = []
+        else:
+            for i, (x, y) in enumerate(batches):
+                if i % CHECK_EVERY == 0:
+                    self.check_stop()
+                self._train_step(tf.constant(x), tf.constant(y))
+                if on_step is not None:
+                    on_step(first_step + i + 1)
         loss_sum, steps = np.asarray(self.total(np.array([self.loss_sum.numpy(), n], np.float64)))
         return float(loss_sum / steps)
 

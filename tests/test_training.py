@@ -77,3 +77,19 @@ def test_divergence_stops_training_at_the_epoch_it_happens():
     trainer.load(start)
     hist = trainer.fit(2, seed=1)
     assert hist["diverged"] == 0 and trainer.finite() and len(hist["epoch"]) == 2
+
+
+def test_many_steps_per_call_train_exactly_as_one_call_per_step():
+    """A rank alone runs CHECK_EVERY steps per compiled call (an in-graph loop); a callback
+    between steps forces one call per step. Same batches, same order: the same bits."""
+    out = []
+    for hook in (None, lambda step: None):
+        cfg, trainer, idx, start, masks = setup(batch_size=24)     # 26 steps per epoch
+        trainer.load(start, masks)
+        hist = trainer.fit(2, seed=1, on_step=hook)
+        out.append((trainer.weights(), hist["train_loss"], hist["test_accuracy"]))
+    assert trainer.steps_per_epoch % training.CHECK_EVERY != 0     # a short last chunk too
+    np.testing.assert_array_equal(out[0][1], out[1][1])
+    np.testing.assert_array_equal(out[0][2], out[1][2])
+    for a, b in zip(out[0][0], out[1][0]):
+        np.testing.assert_array_equal(a, b)

@@ -1,0 +1,135 @@
+"""A group's gradient exchange three ways, on the same gradients, side by side in one run,
+and what a group of 2 costs per step against one rank (prints, asserts nothing).
+
+Exchanges, each inside a tf.function as the trainer calls it, on tensors shaped like the
+model's trainable weights (float32):
+  horovod     hvd.grouped_allreduce(grads, op=Average)            (what groups use today)
+  mpi4py      one MPI Allreduce of the concatenated buffer, via tf.numpy_function
+              (what the data-parallel dense phase uses)
+(Horovod process sets, one hvd.init for the world with a set per group, need at least two
+groups: at 2 ranks the one group is the world, and Horovod 0.28 refuses a set equal to the
+global one, so they are not timed here; their exchange is the same grouped_allreduce.)
+Alternating rounds, median; Horovod's knobs are read from the environment at hvd.init
+(HOROVOD_CYCLE_TIME ms, HOROVOD_FUSION_THRESHOLD bytes): rerun with them to tune.
+Then the whole training step: a group of 2 against one rank alone with the same global batch.
+
+Usage: mpiexec -n 2 python -m mpi4py benchmarks/allreduce.py [--models resnet20,mobilenet_v2]
+       [--batch 128] [--rounds 7] [--reps 20] [--threads 1]
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+from mpi4py import MPI  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="resnet20,mobilenet_v2")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--reps", type=int, default=20, help="exchanges per timed round")
+    p.add_argument("--steps", type=int, default=5, help="training steps per timed round")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    world = MPI.COMM_WORLD
+    if world.Get_size() != 2:
+        raise SystemExit("run on 2 ranks: mpiexec -n 2 python -m mpi4py benchmarks/allreduce.py")
+    import horovod.tensorflow as hvd
+    import tensorflow as tf
+    from lth_mpi import data, models, parallel
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(min(2, args.threads))
+    hvd.init(comm=world)
+    layout = parallel.split(2)
+    mpi_average = parallel.world_reducers(layout).average
+    name = "fashion_mnist" if os.path.isdir(data.FASHION_MNIST_DIR) else "synthetic"
+    lines = []
+    for model_name in args.models.split(","):
+        ds = data.load({"name": name, "path": None, "train_examples": None,
+                        "test_examples": 100, "validation_examples": 0})
+        model = models.build(model_name, ds.input_shape, ds.num_classes, {}, 0)
+        grads = [tf.constant(np.random.default_rng(world.Get_rank()).standard_normal(
+            w.shape).astype(np.float32)) for w in model.trainable_weights]
+        size = sum(int(np.prod(g.shape)) for g in grads) * 4
+        ways = {
+            "horovod grouped_allreduce": tf.function(
+                lambda g: hvd.grouped_allreduce(g, op=hvd.Average)),
+            "mpi4py Allreduce, one buffer": tf.function(lambda g: mpi_average(g)),
+        }
+        check = {k: [np.asarray(x) for x in f(grads)] for k, f in ways.items()}   # warm up
+        for k in ways:
+            for a, b in zip(check[k], check["horovod grouped_allreduce"]):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        times = {k: [] for k in ways}
+        for _ in range(args.rounds):
+            for k, f in ways.items():
+                world.Barrier()
+                t0 = time.perf_counter()
+                for _ in range(args.reps):
+                    out = f(grads)
+                float(np.asarray(out[0]).ravel()[0])
+                times[k].append((time.perf_counter() - t0) / args.reps * 1e3)
+        lines.append(f"{model_name}: {len(grads)} gradient tensors, {size / 2**20:.2f} MiB, "
+                     f"median of {args.rounds} rounds of {args.reps}")
+        for k, v in times.items():
+            lines.append(f"  {k:<30} {statistics.median(v):8.2f} ms per exchange")
+        lines += step_overhead(model_name, name, args, layout, world)
+    parallel.wait_quietly()
+    if world.Get_rank() == 0:
+        print(f"HOROVOD_CYCLE_TIME={os.environ.get('HOROVOD_CYCLE_TIME', 'default')} "
+              f"HOROVOD_FUSION_THRESHOLD={os.environ.get('HOROVOD_FUSION_THRESHOLD', 'default')}"
+              f", {args.threads} thread(s) per rank")
+        print("\n".join(lines))
+
+
+def step_overhead(model_name, data_name, args, layout, world) -> list[str]:
+    """Step time of a group of 2 (Horovod) against one rank alone, same global batch."""
+    from lth_mpi import config, data, parallel, training
+
+    def trainer(g):
+        cfg = config.load(raw={
+            "model": {"name": model_name}, "prune": {"sparsities": [0.5]},
+            "dataset": {"name": data_name, "train_examples": args.steps * args.batch,
+                        "test_examples": 100, "validation_examples": 0},
+            "train": {"batch_size": args.batch, "optimizer": "sgd", "learning_rate": 0.01,
+                      "xla": False}, "parallel": {"group_size": g}})
+        d = data.load(cfg["dataset"], (layout.group_rank, g) if g > 1 else (0, 1))
+        model, idx = training.build_for(cfg, d, seed=0)
+        group = parallel.init_horovod(layout) if g > 1 else None
+        t = training.Trainer(model, d, cfg["train"], idx, group)
+        t.train_epoch(1)
+        return t
+
+    pair, rounds = trainer(2), []
+    for r in range(args.rounds):
+        world.Barrier()
+        t0 = time.perf_counter()
+        pair.train_epoch(r + 2)
+        rounds.append((time.perf_counter() - t0) / args.steps * 1e3)
+    alone = None
+    if layout.rank == 0:          # the other rank sleeps
+        t, one = trainer(1), []
+        for r in range(args.rounds):
+            t0 = time.perf_counter()
+            t.train_epoch(r + 2)
+            one.append((time.perf_counter() - t0) / args.steps * 1e3)
+        alone = statistics.median(one)
+    parallel.wait_quietly()
+    if layout.rank != 0:
+        return []
+    two = statistics.median(rounds)
+    return [f"  step, one rank alone           {alone:8.1f} ms  (global batch {args.batch}, no XLA)",
+            f"  step, group of 2 (Horovod)     {two:8.1f} ms  = {two / alone:.2f}x one rank; "
+            f"overhead per step {two - alone / 2:+.1f} ms over a perfect halving"]
+
+
+if __name__ == "__main__":
+    main()
