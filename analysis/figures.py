@@ -92,8 +92,7 @@ def heatmap(res, path: str, metric: str = "final") -> str:
     acc = tickets.grid(res.cells, len(res.sparsities), len(res.points), metric)
     n_m, n_r = acc.shape
     fig, ax = plt.subplots(figsize=(max(4.2, 1.8 + 1.1 * n_r), max(2.8, 1.2 + 0.45 * n_m)))
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("#e0e0e0")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="#e0e0e0")   # unfinished cells grey
     finite = acc[np.isfinite(acc)]
     vmin, vmax = (100 * finite.min(), 100 * finite.max()) if finite.size else (0, 100)
     im = ax.imshow(100 * acc, cmap=cmap, vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1,
