@@ -109,6 +109,11 @@ def gradual(cfg: dict) -> bool:
     return cfg["prune"].get("mode") == "gradual"
 
 
+def _fraction(value) -> bool:
+    """A number strictly between 0 and 1 (sparsities and pruning rates)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 < value < 1
+
+
 def _check_prune(prune: dict, controls: list) -> None:
     """One-shot takes a list of sparsities; iterative takes levels and rates instead;
     gradual takes the final sparsities and a schedule."""
@@ -123,7 +128,7 @@ def _check_prune(prune: dict, controls: list) -> None:
         if not sp:
             raise ConfigError("prune.sparsities: needs at least one sparsity")
         for s in sp:
-            if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < 1:
+            if not _fraction(s):
                 raise ConfigError(f"prune.sparsities: {s!r} is outside (0, 1)")
         if len(set(sp)) != len(sp):
             raise ConfigError(f"prune.sparsities: duplicate values in {sp}")
@@ -142,7 +147,7 @@ def _check_prune(prune: dict, controls: list) -> None:
     rates = {"prune.rate": prune["rate"]}
     rates.update({f"prune.layer_rates.{k}": v for k, v in prune["layer_rates"].items()})
     for key, r in rates.items():
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r < 1:
+        if not _fraction(r):
             raise ConfigError(f"{key}: {r!r} is outside (0, 1)")
 
 

@@ -37,9 +37,9 @@ def read(path: str, name: str):
                 raise ExportError(f"{path}: the dense phase has not finished; nothing to export")
             shapes = [tuple(s) for s in json.loads(f["weights"].attrs["shapes"])]
             flat = results.read_weights(f, name)
-            if name == "dense" or name.startswith("dense_s"):   # a replicate's: dense_s<k>
-                where = results.replicate_group(f, -1 if name == "dense" else int(name[7:]))
-                return cfg, shapes, flat, float(where["dense/test_accuracy"][-1]), 0.0
+            if results.is_dense_name(name):   # dense, or a replicate's dense_s<k>
+                return (cfg, shapes, flat,
+                        float(results.dense_of(f, name)["test_accuracy"][-1]), 0.0)
             a = f["cells"][name].attrs
             return (cfg, shapes, flat, float(a["final_test_accuracy"]),
                     float(a["sparsity_realized"]))

@@ -365,14 +365,22 @@ def check_format(f: h5py.File, path: str) -> None:
         raise NotAResultsFile(f"{path} is not an lth-mpi results file (no format={FORMAT!r} attribute)")
 
 
+def is_dense_name(name: str) -> bool:
+    """"dense" (one seed) or "dense_s<k>" (replicate k): a dense network, not a cell."""
+    return name == "dense" or name.startswith("dense_s") and name[7:].isdigit()
+
+
+def dense_of(f: h5py.File, name: str):
+    """The /dense group a dense name (is_dense_name) stands for, or None if not there."""
+    where = replicate_group(f, -1 if name == "dense" else int(name[7:]))
+    return where.get("dense") if where is not None else None
+
+
 def read_weights(f: h5py.File, name: str) -> np.ndarray:
     """The trained weights (flat float32, /weights order) of cell `name`, or of the dense
     network for name "dense" ("dense_s<k>" for replicate k of `seeds`); ValueError naming
     what is there if they were not kept."""
-    g = f["cells"].get(name)
-    if name == "dense" or name.startswith("dense_s") and name[7:].isdigit():
-        where = replicate_group(f, int(name[7:]) if name != "dense" else -1)
-        g = where.get("dense") if where is not None else None
+    g = dense_of(f, name) if is_dense_name(name) else f["cells"].get(name)
     if g is None:
         names = sorted(f["cells"])
         raise ValueError(f"no cell {name!r} in the file (cells: {', '.join(names[:8])}"
@@ -498,7 +506,6 @@ def accuracy_table(path: str) -> str:
         rows.append(row)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     fmt = "  ".join(f"{{:>{w}}}" for w in widths)
-    seeds = config_mod.replicates(cfg)
     first = (f"dense test accuracy: {dense[0]:.4f}" if not seeds else
              f"dense test accuracy: {dense.mean():.4f}±{dense.std():.4f} (mean±sd over seeds "
              f"{seeds}; so are the cells)")

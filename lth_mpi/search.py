@@ -128,26 +128,25 @@ def dense_phase(cfg, dense_data, group=None, stop=None):
         raise Diverged(f"train: the dense network diverged in epoch {history['diverged']} "
                        f"(non-finite loss or weights) at learning_rate "
                        f"{cfg['train']['learning_rate']:g}; no masks were computed")
-    kernels = training.prunable_weights(model, prunable_idx, trainer.weights())
-    trained = training.flatten(trainer.weights())
+    weights = trainer.weights()
+    kernels = training.prunable_weights(model, prunable_idx, weights)
+    ckpts, trained = np.stack([snaps[p] for p in points]), training.flatten(weights)
     if config_mod.gradual(cfg):     # no masks yet: each cell prunes while it trains
         sizes = {n: k.size for n, k in kernels.items()}
-        return (history, np.stack([snaps[p] for p in points]),
-                np.zeros((0, (sum(sizes.values()) + 7) // 8), np.uint8),
+        return (history, ckpts, np.zeros((0, (sum(sizes.values()) + 7) // 8), np.uint8),
                 np.array([pruning.exact_sparsity(sizes, s, cfg["prune"]["scope"])
                           for s in cfg["prune"]["sparsities"]]), trained)
     if config_mod.iterative(cfg):   # level 1's mask; each chain prunes the later ones itself
         levels = levels_for(cfg, model, prunable_idx)
         first = levels.first("none", list(kernels.values()))
-        return (history, np.stack([snaps[p] for p in points]),
-                pruning.pack_masks(first)[None], np.array(levels.sparsities()), trained)
+        return (history, ckpts, pruning.pack_masks(first)[None],
+                np.array(levels.sparsities()), trained)
     packed, realized = [], []
     for s in cfg["prune"]["sparsities"]:
         masks = pruning.magnitude_masks(kernels, s, cfg["prune"]["scope"])
         realized.append(pruning.realized_sparsity(masks))
         packed.append(pruning.pack_masks(list(masks.values())))
-    return (history, np.stack([snaps[p] for p in points]), np.stack(packed), np.array(realized),
-            trained)
+    return history, ckpts, np.stack(packed), np.array(realized), trained
 
 
 def cell_inputs(cfg, cell, dataset, shapes, prunable_idx, ckpts, packed, chain_mask=None):
@@ -205,11 +204,11 @@ def gradual_pruner(cfg: dict, final: float, trainer, start: int):
 
 
 def chain_starts(layout, grid, done, writer, levels, packed, packed_len):
-    # levels: replicate -> imp.Levels; packed: replicate axis first (index max(k, 0))
     """Iterative pruning: the bit-packed mask each chain trains its first unfinished level
     with, on every rank, and the chains a diverged level ended. A new chain starts from the
     dense phase's level-1 mask (random_mask: a random one); a resumed chain from the mask
-    its last finished level pruned for the next (read by the writer from the file)."""
+    its last finished level pruned for the next (read by the writer from the file).
+    `levels`: replicate -> imp.Levels; `packed`: the dense phases' masks, replicate first."""
     chains = plan.chains(grid)
     rows = stopped = None
     if layout.is_writer:
@@ -256,7 +255,7 @@ def dense_phases(cfg, layout, writer, model, prunable_idx, have, stopper, timeli
     data_parallel = cfg["parallel"]["dense"] == "data_parallel"
     todo = [k for k, h in zip(reps, have) if not h]
     owner = {k: 0 if data_parallel else n % layout.size for n, k in enumerate(todo)}
-    out, error, t = {}, None, time.time()
+    out, error, t_dense = {}, None, time.time()
     if layout.is_writer and len(todo) < len(reps):
         print(f"lth-mpi: resuming {cfg['output']}: dense phase"
               + (f"s of {len(reps) - len(todo)} of {len(reps)} seeds" if reps != [-1] else "")
@@ -277,7 +276,7 @@ def dense_phases(cfg, layout, writer, model, prunable_idx, have, stopper, timeli
             error = "interrupted"
             break
     if mine:
-        timeline.add("dense", t)
+        timeline.add("dense", t_dense)
     t = time.time()
     parallel.wait_quietly(tick=stopper.requested)
     timeline.add("wait", t)
@@ -311,7 +310,7 @@ def dense_phases(cfg, layout, writer, model, prunable_idx, have, stopper, timeli
         elif layout.is_writer:        # resumed: the writer reads it back
             _, _, c, m = results.read_dense(writer.f, k)
             ck = np.stack([training.flatten(x) for x in c])
-            pk = np.stack([pruning.pack_masks(x) for x in m] or [np.zeros(packed_len, np.uint8)])[:rows]
+            pk = np.array([pruning.pack_masks(x) for x in m], np.uint8).reshape(rows, packed_len)
             rz = results.replicate_group(writer.f, k)["masks"].attrs["sparsity_realized"]
         else:
             ck = pk = rz = None
@@ -325,7 +324,7 @@ def dense_phases(cfg, layout, writer, model, prunable_idx, have, stopper, timeli
                                    packed[-1], sp, realized[-1], cfg["prune"]["scope"],
                                    trained, replicate=k)
                 seed = f" (seed {cfg['seeds'][k]})" if k >= 0 else ""
-                print(f"lth-mpi: dense phase{seed} done in {t - timeline.rows[0][3]:.1f}s, "
+                print(f"lth-mpi: dense phase{seed} done in {t - t_dense:.1f}s, "
                       f"test accuracy {history['test_accuracy'][-1]:.4f}", flush=True)
             except OSError as exc:    # e.g. a full disk: shared below, every rank stops
                 error = f"output: cannot write the dense phase to {cfg['output']} ({exc})"
@@ -373,12 +372,12 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
     error = parallel.agree(error)
     if error:
         fail(error)
+    reps = replicate_indices(cfg)
     # iterative pruning's schedule, per replicate (its seed keys the random_mask chains)
     levels = {k: levels_for(config_mod.seeded(cfg, k), model, prunable_idx)
-              for k in replicate_indices(cfg)} if iterative else None
-    sp = next(iter(levels.values())).sparsities() if iterative else cfg["prune"]["sparsities"]
+              for k in reps} if iterative else None
+    sp = levels[reps[0]].sparsities() if iterative else cfg["prune"]["sparsities"]
     grid = plan.grid_for(cfg, len(sp))
-    reps = replicate_indices(cfg)
 
     if dry_run:
         done = set()
@@ -492,8 +491,9 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
             break
         timeline.add("cell", t, cell.id)
         result = results.CellResult(cell.id, layout.group, t, time.time(), hist)
+        weights = trainer.weights()
         if keep == "all" or keep == "best" and cell.control == "none":
-            result.weights = training.flatten(trainer.weights())
+            result.weights = training.flatten(weights)
         if config_mod.gradual(cfg):     # the mask the schedule ended with
             result.mask = pruning.pack_masks(trainer.current_masks())
         if iterative:   # the level's mask, and the next level's pruned from its weights
@@ -501,7 +501,7 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
             if hist["diverged"]:
                 ended.add(cell.chain)
             elif cell.mask + 1 < len(sp):
-                trained = [trainer.weights()[i] for i in prunable_idx]
+                trained = [weights[i] for i in prunable_idx]
                 following = levels[cell.replicate].next(cell.control, cell.mask + 2, trained,
                                                         masks)
                 chain_masks[cell.chain] = result.mask_next = pruning.pack_masks(following)
