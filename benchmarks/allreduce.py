@@ -6,15 +6,20 @@ model's trainable weights (float32):
   horovod     hvd.grouped_allreduce(grads, op=Average)            (what groups use today)
   mpi4py      one MPI Allreduce of the concatenated buffer, via tf.numpy_function
               (what the data-parallel dense phase uses)
-(Horovod process sets, one hvd.init for the world with a set per group, need at least two
-groups: at 2 ranks the one group is the world, and Horovod 0.28 refuses a set equal to the
-global one, so they are not timed here; their exchange is the same grouped_allreduce.)
+At 4 ranks (two groups of 2, {0, 1} and {2, 3}; Horovod 0.28 refuses a process set equal to
+the world, so process sets need two groups) the three ways are timed in each group:
+  horovod, one init per group   hvd.init(comm=group)                 (what groups use today)
+  horovod process sets          hvd.init(comm=world, process_sets=[{0,1}, {2,3}]),
+                                grouped_allreduce(..., process_set=own group's)
+  mpi4py                        one Allreduce of one buffer on the group's communicator
+Horovod is shut down and started again between the two Horovod ways in every round.
 Alternating rounds, median; Horovod's knobs are read from the environment at hvd.init
 (HOROVOD_CYCLE_TIME ms, HOROVOD_FUSION_THRESHOLD bytes): rerun with them to tune.
 Then the whole training step: a group of 2 against one rank alone with the same global batch.
 
 Usage: mpiexec -n 2 python -m mpi4py benchmarks/allreduce.py [--models resnet20,mobilenet_v2]
        [--batch 128] [--rounds 7] [--reps 20] [--threads 1]
+       mpiexec -n 4 python -m mpi4py benchmarks/allreduce.py    (process sets)
 """
 import argparse
 import os
@@ -40,25 +45,22 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     world = MPI.COMM_WORLD
-    if world.Get_size() != 2:
-        raise SystemExit("run on 2 ranks: mpiexec -n 2 python -m mpi4py benchmarks/allreduce.py")
+    if world.Get_size() not in (2, 4):
+        raise SystemExit("run on 2 or 4 ranks: mpiexec -n 2 python -m mpi4py benchmarks/allreduce.py")
     import horovod.tensorflow as hvd
     import tensorflow as tf
-    from lth_mpi import data, models, parallel
+    from lth_mpi import data, parallel
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(min(2, args.threads))
+    if world.Get_size() == 4:
+        return process_sets(args, world)
     hvd.init(comm=world)
     layout = parallel.split(2)
     mpi_average = parallel.world_reducers(layout).average
     name = "fashion_mnist" if os.path.isdir(data.FASHION_MNIST_DIR) else "synthetic"
     lines = []
     for model_name in args.models.split(","):
-        ds = data.load({"name": name, "path": None, "train_examples": None,
-                        "test_examples": 100, "validation_examples": 0})
-        model = models.build(model_name, ds.input_shape, ds.num_classes, {}, 0)
-        grads = [tf.constant(np.random.default_rng(world.Get_rank()).standard_normal(
-            w.shape).astype(np.float32)) for w in model.trainable_weights]
-        size = sum(int(np.prod(g.shape)) for g in grads) * 4
+        grads, size = gradients_of(model_name, world.Get_rank())
         ways = {
             "horovod grouped_allreduce": tf.function(
                 lambda g: hvd.grouped_allreduce(g, op=hvd.Average)),
@@ -87,6 +89,81 @@ def main():
         print(f"HOROVOD_CYCLE_TIME={os.environ.get('HOROVOD_CYCLE_TIME', 'default')} "
               f"HOROVOD_FUSION_THRESHOLD={os.environ.get('HOROVOD_FUSION_THRESHOLD', 'default')}"
               f", {args.threads} thread(s) per rank")
+        print("\n".join(lines))
+
+
+def gradients_of(model_name, seed):
+    """Random tensors shaped like the model's trainable weights, and their size in bytes."""
+    import tensorflow as tf
+    from lth_mpi import data, models
+    name = "fashion_mnist" if os.path.isdir(data.FASHION_MNIST_DIR) else "synthetic"
+    ds = data.load({"name": name, "path": None, "train_examples": None,
+                    "test_examples": 100, "validation_examples": 0})
+    model = models.build(model_name, ds.input_shape, ds.num_classes, {}, 0)
+    grads = [tf.constant(np.random.default_rng(seed).standard_normal(w.shape).astype(np.float32))
+             for w in model.trainable_weights]
+    return grads, sum(int(np.prod(g.shape)) for g in grads) * 4
+
+
+def process_sets(args, world):
+    """4 ranks, two groups of 2: Horovod per group, Horovod process sets, mpi4py."""
+    import horovod.tensorflow as hvd
+    import tensorflow as tf
+    from lth_mpi import parallel
+    rank = world.Get_rank()
+    group = world.Split(rank // 2, rank)
+    lines = []
+    for model_name in args.models.split(","):
+        grads, size = gradients_of(model_name, rank)
+
+        def mpi_average(*g):
+            flat = np.concatenate([np.asarray(x).ravel() for x in g])
+            group.Allreduce(MPI.IN_PLACE, flat)
+            out, at = [], 0
+            for x in g:
+                out.append((flat[at:at + x.size] / 2).reshape(x.shape))
+                at += x.size
+            return out
+        mpi = tf.function(lambda g: tf.numpy_function(mpi_average, g, [tf.float32] * len(g)))
+
+        def timed(f):
+            float(np.asarray(f(grads)[0]).ravel()[0])       # warm up (traces, registers)
+            world.Barrier()
+            t0 = time.perf_counter()
+            for _ in range(args.reps):
+                out = f(grads)
+            float(np.asarray(out[0]).ravel()[0])
+            return (time.perf_counter() - t0) / args.reps * 1e3
+
+        times = {"horovod, one init per group": [], "horovod process sets": [],
+                 "mpi4py Allreduce, one buffer": []}
+        for _ in range(args.rounds):
+            hvd.init(comm=group)
+            times["horovod, one init per group"].append(timed(tf.function(
+                lambda g: hvd.grouped_allreduce(g, op=hvd.Average))))
+            hvd.shutdown()
+            sets = [hvd.ProcessSet([0, 1]), hvd.ProcessSet([2, 3])]
+            hvd.init(comm=world, process_sets=sets)
+            mine = sets[rank // 2]
+            both = [np.asarray(x) for x in hvd.grouped_allreduce(grads, op=hvd.Average,
+                                                                process_set=mine)]
+            for a, b in zip(both, mpi(grads)):
+                np.testing.assert_allclose(a, np.asarray(b), rtol=1e-5, atol=1e-6)
+            times["horovod process sets"].append(timed(tf.function(
+                lambda g: hvd.grouped_allreduce(g, op=hvd.Average, process_set=mine))))
+            hvd.shutdown()
+            times["mpi4py Allreduce, one buffer"].append(timed(mpi))
+        lines.append(f"{model_name}: {len(grads)} gradient tensors, {size / 2**20:.2f} MiB, "
+                     f"groups {{0,1}} and {{2,3}} at once, median of {args.rounds} rounds of "
+                     f"{args.reps}")
+        fastest = min(statistics.median(v) for v in times.values())
+        for k, v in times.items():
+            m = statistics.median(v)
+            lines.append(f"  {k:<30} {m:8.2f} ms per exchange  {m / fastest:5.2f}x the fastest")
+    parallel.wait_quietly()
+    if rank == 0:
+        print(f"4 ranks, {args.threads} thread(s) per rank (oversubscribed on fewer cores: "
+              "compare the rows, not the absolute times)")
         print("\n".join(lines))
 
 

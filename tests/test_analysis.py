@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lth_mpi import config, data, plan, results
-from mpi_helpers import ROOT, lth
+from mpi_helpers import ROOT
 
 sys.path.insert(0, ROOT)   # analysis/ is importable from the repository root
 from analysis import amdahl, tickets, timeline  # noqa: E402
@@ -258,17 +258,16 @@ def test_analysis_never_imports_mpi_or_tensorflow(tmp_path):
 # --- a small real run: the report's figures and numbers ----------------------------------------
 
 @pytest.fixture(scope="module")
-def real_runs(tmp_path_factory):
-    """The tiny config at P = 1 and P = 2 (groups of 1): ~30 s on two cores."""
-    d = tmp_path_factory.mktemp("real")
+def real_runs(tiny_run):
+    """The tiny config at P = 1 and P = 2 (groups of 1; the P = 2 run is shared with other
+    tests)."""
     extra = ["--set", "parallel.group_size=1"]
     if not os.path.isdir(data.FASHION_MNIST_DIR):
         extra += ["--set", "dataset.name=synthetic", "--set", "dataset.train_examples=1000",
                   "--set", "dataset.test_examples=200"]
     out = {}
     for n in (1, 2):
-        out[n] = str(d / f"results_P{n}.h5")
-        proc = lth(n, CONFIG, "--output", out[n], *extra)
+        out[n], proc = tiny_run(n, *extra)
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return out
 

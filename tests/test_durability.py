@@ -26,21 +26,27 @@ def reference(tmp_path_factory):
     return cells
 
 
-@pytest.mark.parametrize("point,nth", [("dense-curves", 1), ("dense-masks", 1),
-                                       ("cell-curves", 2), ("cell-attrs", 2)])
-def test_a_stop_inside_any_write_is_redone_on_resume(tmp_path, reference, point, nth):
+def test_a_stop_inside_any_write_is_redone_on_resume(tmp_path, reference):
+    """Stopped inside each write point in turn: the first run in the dense phase's curves,
+    its resume in the dense phase's masks, the next resume in the 2nd cell's curves, the next
+    in a cell's attributes (so each resume also redoes what the stop before it cut short);
+    a last resume finishes the file with the numbers of a run never stopped."""
     out = str(tmp_path / "r.h5")
-    proc = lth(2, CONFIG, "--output", out, *SMALL, env={"LTH_FAULT": f"exit:{point}:{nth}"})
-    assert proc.returncode != 0
-    with h5py.File(out, "r") as f:
-        assert f.attrs["status"] == "running"          # killed: nobody could say more
-        if point.startswith("dense"):
-            assert "dense" in f and not f.attrs.get("dense_complete")   # half written
-        else:
-            assert f.attrs["dense_complete"] == 1 and len(f["cells"]) == 2
-            assert sum("complete" in g.attrs for g in f["cells"].values()) == 1
-    finished = results.read_cells(out)                 # readers skip what was cut short
-    assert len(finished) == (0 if point.startswith("dense") else 1)
+    for i, (point, nth) in enumerate([("dense-curves", 1), ("dense-masks", 1),
+                                      ("cell-curves", 2), ("cell-attrs", 1)]):
+        resume = ["--resume"] if i else []
+        proc = lth(2, CONFIG, "--output", out, *SMALL, *resume,
+                   env={"LTH_FAULT": f"exit:{point}:{nth}"})
+        assert proc.returncode != 0, (point, proc.stdout + proc.stderr)
+        with h5py.File(out, "r") as f:
+            assert f.attrs["status"] == "running", point   # killed: nobody could say more
+            if point.startswith("dense"):
+                assert "dense" in f and not f.attrs.get("dense_complete"), point  # half written
+            else:
+                assert f.attrs["dense_complete"] == 1 and len(f["cells"]) == 2, point
+                assert sum("complete" in g.attrs for g in f["cells"].values()) == 1, point
+        finished = results.read_cells(out)                 # readers skip what was cut short
+        assert len(finished) == (0 if point.startswith("dense") else 1), point
     proc = lth(2, CONFIG, "--output", out, *SMALL, "--resume")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert_same_cells(out, reference)

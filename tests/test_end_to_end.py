@@ -49,21 +49,10 @@ def check_complete(path, n_ranks, group_size):
     return cells
 
 
-_RUNS = {}
-
-
-def plain_run(tmp_path_factory, n):
-    """The tiny search at n ranks, never interrupted (run once per module)."""
-    if n not in _RUNS:
-        out = str(tmp_path_factory.mktemp(f"plain{n}") / "r.h5")
-        _RUNS[n] = (out, lth(n, CONFIG, "--output", out))
-    return _RUNS[n]
-
-
 @needs_data
 @pytest.mark.parametrize("n", [2, 4])
-def test_search_on_fashion_mnist(tmp_path_factory, n):
-    out, proc = plain_run(tmp_path_factory, n)
+def test_search_on_fashion_mnist(tiny_run, n):
+    out, proc = tiny_run(n)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("acc ") == 6 and "[   6/6]" in proc.stdout and "ETA" in proc.stdout
     assert "dense test accuracy" in proc.stdout
@@ -71,10 +60,12 @@ def test_search_on_fashion_mnist(tmp_path_factory, n):
 
 
 @needs_data
-def test_refuse_overwrite_then_resume(tmp_path):
-    out = str(tmp_path / "r.h5")
-    proc = lth(2, CONFIG, "--output", out, "--set", "parallel.group_size=1")
+def test_refuse_overwrite_then_resume(tmp_path, tiny_run):
+    import shutil
+    first, proc = tiny_run(2, "--set", "parallel.group_size=1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = str(tmp_path / "r.h5")
+    shutil.copy(first, out)
     before = {c["name"]: c["t_start"] for c in results.read_cells(out)}
     # an existing file is never overwritten
     proc = lth(2, CONFIG, "--output", out, "--set", "parallel.group_size=1")
@@ -101,7 +92,7 @@ def test_refuse_overwrite_then_resume(tmp_path):
     assert proc.returncode != 0 and "different config" in proc.stderr
 
 
-@pytest.mark.parametrize("args,message", [
+BAD_INPUTS = [
     (["--set", "prune.sparsities=[0.5, 1.5]"], "prune.sparsities: 1.5 is outside (0, 1)"),
     (["--set", "parallel.group_size=3"], "parallel.group_size: 3 does not divide the 2 ranks"),
     (["--set", "model.name=vgg"], "model.name: unknown model 'vgg'"),
@@ -120,17 +111,12 @@ def test_refuse_overwrite_then_resume(tmp_path):
      "model: resnet20 cannot be built with width=0 (Invalid value for argument `filters`"),
     (["--set", "dataset.validation_examples=60000"],
      "dataset.validation_examples: 60000 leaves no training examples"),
-])
-def test_bad_input_fails_every_rank_without_hanging(tmp_path, args, message):
-    config = CONFIG if os.path.isdir(data.FASHION_MNIST_DIR) else None
-    if config is None:
-        pytest.skip("dataset-fashion-mnist not installed")
-    proc = lth(2, CONFIG, "--output", str(tmp_path / "r.h5"), *args, timeout=120)
-    assert proc.returncode != 0
-    lines = [l for l in proc.stderr.splitlines() if l.startswith("lth-mpi: error:")]
-    assert len(lines) == 2 and message in lines[0], proc.stderr     # one line per rank
-    assert "Traceback" not in proc.stderr
-    assert not os.path.exists(tmp_path / "r.h5")                    # refused before any output
+]
+CORRUPT = [
+    ("truncated", "train-images-idx3-ubyte.gz cannot be read (Compressed file ended"),
+    ("garbage", "train-images-idx3-ubyte.gz cannot be read (Error -3 while decompressing"),
+    ("label", "train-labels-idx1-ubyte.gz: label 12 is outside the 10 classes 0..9"),
+]
 
 
 def corrupt_copy(tmp_path, how):
@@ -151,19 +137,58 @@ def corrupt_copy(tmp_path, how):
     return d
 
 
-@pytest.mark.parametrize("how,message", [
-    ("truncated", "train-images-idx3-ubyte.gz cannot be read (Compressed file ended"),
-    ("garbage", "train-images-idx3-ubyte.gz cannot be read (Error -3 while decompressing"),
-    ("label", "train-labels-idx1-ubyte.gz: label 12 is outside the 10 classes 0..9"),
-])
+@pytest.fixture(scope="module")
+def refusals(tmp_path_factory):
+    """Every bad input and corrupt dataset above, refused in one 2-rank job (each case is a
+    whole `lth-mpi run` on every rank, in-process: tests/mpi/check_refusals.py); by case,
+    (output path, what each rank printed and its exit code)."""
+    if not os.path.isdir(data.FASHION_MNIST_DIR):
+        pytest.skip("dataset-fashion-mnist not installed")
+    root = tmp_path_factory.mktemp("refusals")
+    cases, outputs = [], {}
+    for key, args in [*((f"bad{i}", a) for i, (a, _) in enumerate(BAD_INPUTS)),
+                      *((how, None) for how, _ in CORRUPT)]:
+        (root / key).mkdir()
+        if args is None:
+            args = ["--set", f"dataset.path={corrupt_copy(root / key, key)}"]
+        outputs[key] = str(root / key / "r.h5")
+        cases.append(["run", CONFIG, "--output", outputs[key], *args])
+    (root / "cases.json").write_text(json.dumps(cases))
+    proc = mpiexec(2, ["tests/mpi/check_refusals.py", str(root / "cases.json"),
+                       str(root / "found.json")], timeout=300)
+    assert proc.returncode == 0 and "refusals OK" in proc.stdout, proc.stdout + proc.stderr
+    found = json.loads((root / "found.json").read_text())
+    return {key: (outputs[key], ranks) for key, ranks in zip(outputs, found)}
+
+
+def assert_refused(output, ranks, *messages):
+    """Every rank exited 2 with one line naming the problem; no traceback, no output file."""
+    assert len(ranks) == 2
+    for r in ranks:
+        lines = [l for l in r["stderr"].splitlines() if l.startswith("lth-mpi: error:")]
+        assert r["code"] == 2 and len(lines) == 1, r
+        assert all(m in lines[0] for m in messages), r
+        assert "Traceback" not in r["stderr"], r
+    assert not os.path.exists(output)                               # refused before any output
+
+
+@pytest.mark.parametrize("i", range(len(BAD_INPUTS)), ids=[m for _, m in BAD_INPUTS])
+def test_bad_input_fails_every_rank_without_hanging(refusals, i):
+    assert_refused(*refusals[f"bad{i}"], BAD_INPUTS[i][1])
+
+
+@pytest.mark.parametrize("how,message", CORRUPT)
+def test_a_corrupt_dataset_fails_every_rank_in_one_line(refusals, how, message):
+    assert_refused(*refusals[how], "dataset.path: ", message)
+
+
 @needs_data
-def test_a_corrupt_dataset_fails_every_rank_in_one_line(tmp_path, how, message):
-    d = corrupt_copy(tmp_path, how)
-    proc = lth(2, CONFIG, "--output", str(tmp_path / "r.h5"), "--set", f"dataset.path={d}",
-               timeout=120)
-    assert proc.returncode != 0
+def test_a_refused_job_exits_non_zero_from_every_rank(tmp_path):
+    """The same refusal as a real launch: every process prints its line and the job ends."""
+    proc = lth(2, CONFIG, "--output", str(tmp_path / "r.h5"), *BAD_INPUTS[5][0], timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = [l for l in proc.stderr.splitlines() if l.startswith("lth-mpi: error:")]
-    assert len(lines) == 2 and "dataset.path: " in lines[0] and message in lines[0], proc.stderr
+    assert len(lines) == 2 and BAD_INPUTS[5][1] in lines[0], proc.stderr     # one line per rank
     assert "Traceback" not in proc.stderr and not os.path.exists(tmp_path / "r.h5")
 
 
@@ -223,11 +248,10 @@ def test_synthetic_run_at_one_rank_with_iteration_rewinds(tmp_path):
 
 
 @needs_data
-def test_killed_run_keeps_finished_cells_and_resumes(tmp_path, tmp_path_factory):
+def test_killed_run_keeps_finished_cells_and_resumes(tmp_path, tiny_run):
     """SIGKILL the whole job mid-grid: the file keeps every finished cell; --resume ends it."""
     import signal
     import subprocess
-    import shutil
     import sys
     out = str(tmp_path / "r.h5")
     cmd = launch(2, sys.executable, "-m", "mpi4py", "-m", "lth_mpi",
@@ -255,7 +279,7 @@ def test_killed_run_keeps_finished_cells_and_resumes(tmp_path, tmp_path_factory)
     for c in check_complete(out, 2, 2):
         if c["name"] in kept:
             assert c["t_start"] == kept[c["name"]]
-    plain = {c["name"]: c for c in results.read_cells(plain_run(tmp_path_factory, 2)[0])}
+    plain = {c["name"]: c for c in results.read_cells(tiny_run(2)[0])}
     assert_same_cells(out, plain)                        # as if never stopped
 
 

@@ -12,9 +12,9 @@ import h5py
 import psutil
 import pytest
 
-from lth_mpi import data
+from lth_mpi import data, results
 from mpi_helpers import TINY as CONFIG
-from mpi_helpers import ENV, ROOT, assert_same_cells, finished_cells, launch, lth
+from mpi_helpers import ENV, ROOT, assert_same_cells, launch, lth
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(data.FASHION_MNIST_DIR),
                                 reason="dataset-fashion-mnist not installed (run/install.sh)")
@@ -33,8 +33,10 @@ def rank_pid(job: subprocess.Popen, rank: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def plain(tmp_path_factory):
-    return finished_cells(str(tmp_path_factory.mktemp("plain") / "r.h5"), *GROUPS_OF_ONE)
+def plain(tiny_run):
+    out, proc = tiny_run(2, *GROUPS_OF_ONE)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return {c["name"]: c for c in results.read_cells(out)}
 
 
 @pytest.mark.parametrize("target,sig", [("mpiexec", signal.SIGTERM), ("rank 1", signal.SIGTERM),
