@@ -323,15 +323,14 @@ def test_a_cell_does_not_depend_on_who_trains_it(tmp_path):
 
 
 @needs_data
-def test_resume_is_decided_by_what_changes_results(tmp_path):
+def test_resume_is_decided_by_what_changes_results(tmp_path, tiny_run):
     """Threads and a moved dataset do not block --resume; other data or another seed do."""
     import shutil
-    first, moved = tmp_path / "a", tmp_path / "b"
-    shutil.copytree(data.FASHION_MNIST_DIR, first)
-    out = str(tmp_path / "r.h5")
-    proc = lth(2, CONFIG, "--output", out, "--set", f"dataset.path={first}")
+    first, proc = tiny_run(2)              # written from the installed dataset's directory
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    shutil.move(first, moved)
+    out, moved = str(tmp_path / "r.h5"), tmp_path / "b"
+    shutil.copy(first, out)
+    shutil.copytree(data.FASHION_MNIST_DIR, moved)
     proc = lth(2, CONFIG, "--output", out, "--resume", "--set", f"dataset.path={moved}",
                "--set", "parallel.threads=1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -356,7 +355,8 @@ def test_random_mask_control_through_the_real_pipeline(tmp_path):
     import subprocess
     import sys
     out = str(tmp_path / "r.h5")
-    proc = lth(2, CONFIG, "--output", out, "--set", "controls=[random_mask]")
+    proc = lth(2, CONFIG, "--output", out, "--set", "controls=[random_mask]",
+               "--set", "parallel.group_size=1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     cells = {c["name"]: c for c in results.read_cells(out)}
     assert len(cells) == 8
@@ -379,7 +379,7 @@ def test_a_custom_model_through_the_real_pipeline(tmp_path):
     out = str(tmp_path / "r.h5")
     proc = lth(2, CONFIG, "--output", out, "--set", "model.name=custom",
                "--set", "model.builder=tests.custom_models:small_cnn", "--set", "model.filters=4",
-               "--set", "controls=[]")
+               "--set", "controls=[]", "--set", "parallel.group_size=1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     cells = results.read_cells(out)
     assert len(cells) == 4 and min(c["final_test_accuracy"] for c in cells) > 0.3   # chance: 0.1
