@@ -54,15 +54,24 @@ def test_best_keeps_the_best_ticket_of_each_mask_and_the_dense_net(kept):
             assert (w[~m] == 0).all() and (w[m] != 0).mean() > 0.99   # pruned exactly zero
 
 
-def test_export_runs_the_ticket_in_tflite_at_its_own_accuracy(kept, tmp_path):
+def export_here(capsys, *args):
+    """`lth-mpi export ARGS` in this process (TensorFlow is imported once for the suite):
+    (exit code, what it printed)."""
+    from lth_mpi import cli
+    code = cli.main(["export", *args])
+    return code, capsys.readouterr().out
+
+
+def test_export_runs_the_ticket_in_tflite_at_its_own_accuracy(kept, tmp_path, capsys):
     with h5py.File(kept, "r") as f:
         name = next(n for n, g in f["cells"].items() if "weights" in g and g.attrs["mask"] == 1)
     sizes = {}
     for quantize, tolerance in (("none", 0.002), ("float16", 0.005), ("int8", 0.015)):
         out = str(tmp_path / f"{quantize}.tflite")
-        proc = export(kept, name, "--format", "tflite", "--quantize", quantize, "--output", out)
-        assert proc.returncode == 0, proc.stderr
-        line = proc.stdout.strip().splitlines()[-1]
+        code, printed = export_here(capsys, kept, name, "--format", "tflite", "--quantize",
+                                    quantize, "--output", out)
+        assert code == 0, printed
+        line = printed.strip().splitlines()[-1]
         assert line.startswith(f"{out}: {name} (10% of weights)"), line
         tflite = float(line.split("test accuracy in TFLite ")[1].split("%")[0]) / 100
         own = float(line.split("the cell's own ")[1].split("%")[0]) / 100
@@ -71,6 +80,7 @@ def test_export_runs_the_ticket_in_tflite_at_its_own_accuracy(kept, tmp_path):
         assert abs(tflite - own) <= tolerance, line
         sizes[quantize] = os.path.getsize(out)
     assert sizes["int8"] < sizes["float16"] < sizes["none"]
+    # the command itself, in its own process
     proc = export(kept, "dense", "--output", str(tmp_path / "dense.tflite"))
     assert proc.returncode == 0 and "dense (100% of weights), float32" in proc.stdout
 
