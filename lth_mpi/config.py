@@ -38,7 +38,7 @@ SCHEMA = {
               "learning_rate": (float, 1.2e-3),
               "momentum": (float, 0.9),
               "weight_decay": (float, 0.0),
-              "xla": (bool, True),
+              "xla": ((bool, str), "auto"),     # auto | true | false (training.use_xla)
               "mixed_precision": ((bool, str), False),    # false | float16 | bfloat16
               "sync_batchnorm": (bool, False)},
     "rewind": {"unit": (str, "epoch"),
@@ -233,6 +233,8 @@ def _check(cfg: dict, world_size: int | None) -> None:
     if t["mixed_precision"] not in (False, "float16", "bfloat16"):
         raise ConfigError(f"train.mixed_precision: {t['mixed_precision']!r} is not one of "
                           "false, float16, bfloat16")
+    if t["xla"] not in (True, False, "auto"):
+        raise ConfigError(f"train.xla: {t['xla']!r} is not one of auto, true, false")
     for key in ("epochs", "batch_size"):
         if t[key] < 1:
             raise ConfigError(f"train.{key}: must be >= 1, got {t[key]}")

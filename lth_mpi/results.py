@@ -318,9 +318,11 @@ def _version(f: h5py.File) -> int:
     return int(f.attrs.get("format_version", 0))
 
 
-def cell_complete(f: h5py.File, g: h5py.Group) -> bool:
-    """Files before version 3 had no markers: a cell there is complete once it exists."""
-    return _version(f) < 3 or "complete" in g.attrs
+def cell_complete(f: h5py.File, g: h5py.Group | None) -> bool:
+    """Files before version 3 had no markers: a cell there is complete once it exists. A
+    reader of a running search can see a cell's name before its group can be opened (h5py
+    then gives None): not complete yet."""
+    return g is not None and (_version(f) < 3 or "complete" in g.attrs)
 
 
 def dense_complete(f: h5py.File) -> bool:

@@ -56,6 +56,7 @@ def test_set_overrides_any_key():
     ("seed", "4294967296", "seed: must be in [0, 2^32), got 4294967296"),
     ("controls", "[random_reinit, random_reinit]", "controls: duplicate entries"),
     ("dataset.validation_examples", "-5", "dataset.validation_examples: must be >= 0"),
+    ("train.xla", "fast", "train.xla: 'fast' is not one of auto, true, false"),
 ])
 def test_refused_with_key(key, value, message):
     with pytest.raises(config.ConfigError) as err:

@@ -101,8 +101,7 @@ def test_resnet20_gradual_config_on_converted_cifar10_format(tmp_path):
                "--set", "dataset.validation_examples=100", "--set", "model.width=4",
                "--set", "train.epochs=2", "--set", "train.batch_size=100",
                "--set", "prune.begin=2", "--set", "prune.end=8", "--set", "prune.frequency=2",
-               "--set", "controls=[]", "--set", "results.keep_weights=all",
-               "--set", "train.xla=false", timeout=600)   # XLA: resnet20 test in test_mpi_data
+               "--set", "controls=[]", "--set", "results.keep_weights=all", timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     cells = {c["name"]: c for c in results.read_cells(res)}
     assert sorted(cells) == ["m00_r0_none", "m01_r0_none"]

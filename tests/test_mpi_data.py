@@ -135,7 +135,7 @@ controls: []
 parallel: {{group_size: 2}}
 """)
     proc = lth(2, str(config), "--output", str(tmp_path / "r.h5"), "--set", "model.width=4",
-               timeout=300)
+               "--set", "train.xla=true", timeout=300)   # XLA's convolutions in a group, forced
     assert proc.returncode == 0, proc.stdout + proc.stderr
     cells = results.read_cells(str(tmp_path / "r.h5"))
     assert [c["name"] for c in cells] == ["m00_r0_none"]
@@ -155,12 +155,12 @@ def test_search_trains_mobilenet_v2_on_a_converted_tree_streamed(tree, tmp_path)
 model: {{name: mobilenet_v2, alpha: 0.35, stem_stride: 1}}
 dataset: {{name: imagenet64, path: {tmp_path / 'in64.h5'}, augment: true, in_memory: false,
            validation_examples: 40}}
-train: {{epochs: 1, batch_size: 60, optimizer: sgd, learning_rate: 0.05, xla: false}}
+train: {{epochs: 1, batch_size: 60, optimizer: sgd, learning_rate: 0.05}}
 rewind: {{unit: epoch, points: [0]}}
 prune: {{sparsities: [0.5]}}
 controls: []
 parallel: {{group_size: 2}}
-""")   # xla off: compiling MobileNetV2 would triple this test's time
+""")
     proc = lth(2, str(config), "--output", str(tmp_path / "r.h5"), timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     cells = results.read_cells(str(tmp_path / "r.h5"))

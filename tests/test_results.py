@@ -68,6 +68,17 @@ def test_round_trip(tmp_path):
     assert "dense test accuracy: 0.8000" in table and "0.7300" in table
 
 
+def test_a_cell_group_not_yet_openable_is_not_complete(tmp_path):
+    """A reader of a running search can list a cell's name before h5py can open its group
+    (items() then gives None): it is skipped like a half-written cell, not a crash."""
+    path = tmp_path / "r.h5"
+    w, *_ = write(path)
+    w.close(complete=True)
+    with h5py.File(path, "r") as f:
+        assert not results.cell_complete(f, None)
+        assert all(results.cell_complete(f, g) for g in f["cells"].values())
+
+
 def test_never_overwrites_and_resume_checks_config(tmp_path):
     path = tmp_path / "r.h5"
     w, *_ = write(path, cells=[0, 1])

@@ -93,3 +93,22 @@ def test_many_steps_per_call_train_exactly_as_one_call_per_step():
     np.testing.assert_array_equal(out[0][2], out[1][2])
     for a, b in zip(out[0][0], out[1][0]):
         np.testing.assert_array_equal(a, b)
+
+
+def test_xla_auto_compiles_dense_models_and_leaves_convolutions_to_onednn_on_a_cpu():
+    """train.xla: auto (the default) on this CPU: XLA for LeNet, not for a ResNet or for a
+    convolution inside a nested model; true and false are obeyed as given."""
+    import tensorflow as tf
+    from lth_mpi import models
+    assert not tf.config.list_logical_devices("GPU")
+    lenet = models.build("lenet_300_100", (28, 28, 1), 10, {}, 0)
+    resnet = models.build("resnet", (28, 28, 1), 10, {"depth": 8, "width": 4}, 0)
+    inner = keras.Sequential([keras.layers.DepthwiseConv2D(3), keras.layers.Flatten()])
+    inputs = keras.Input((8, 8, 1))
+    nested = keras.Model(inputs, keras.layers.Dense(10)(inner(inputs)))
+    assert config.load(raw={"model": {"name": "lenet_300_100"},
+                            "prune": {"sparsities": [0.5]}})["train"]["xla"] == "auto"
+    assert training.use_xla("auto", lenet) is True
+    assert training.use_xla("auto", resnet) is False
+    assert training.use_xla("auto", nested) is False
+    assert training.use_xla(True, resnet) is True and training.use_xla(False, lenet) is False
