@@ -130,7 +130,7 @@ def has_convolutions(model) -> bool:
 def use_xla(setting, model) -> bool:
     """train.xla: true/false as given; auto compiles with XLA on a GPU, and on a CPU only for
     models without convolutions: XLA's CPU backend runs convolutions without oneDNN, measured
-    here (one rank, 2 threads, an epoch side by side) 2.1x slower for resnet20 and 6.4x for
+    (benchmarks/xla_cpu.py, an epoch side by side) 2.1x slower for resnet20 and 6x for
     mobilenet_v2, while LeNet-300-100 is as fast either way."""
     if setting != "auto":
         return bool(setting)
