@@ -5,7 +5,7 @@ Prints, asserts nothing.
 
 Goal (issue 11): the dense phase at -n P no slower than at -n 1.
 
-Usage: python benchmarks/dense_phase.py [-n 2] [--epochs 3] [--rounds 2]
+Usage: python benchmarks/dense_phase.py [-n 2] [--epochs 3] [--rounds 2] [--grid]
 """
 import argparse
 import json
@@ -14,27 +14,38 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def dense_seconds(n: int, threads: int, mode: str, epochs: int) -> float:
+GRID = ["--set", "prune.sparsities=[0.5, 0.8, 0.9, 0.95]", "--set", "rewind.points=[0, 1, 2]",
+        "--set", "controls=[random_reinit]", "--set", "parallel.group_size=1"]   # grid.py's
+
+
+def job(n: int, mode: str, epochs: int, grid: bool
+        ) -> tuple[float, float, float]:
+    """One search; (rank 0's dense phase, the cells' span, job wall) in seconds."""
     import h5py
     out = os.path.join(tempfile.mkdtemp(prefix="lth-dense-"), "d.h5")
     cmd = ["bash", os.path.join(ROOT, "run", "mpiexec.sh"), "-n", str(n), sys.executable,
            "-m", "mpi4py", "-m", "lth_mpi", "run", os.path.join(ROOT, "run", "configs",
                                                                "demo.yaml"),
-           "--output", out, "--set", "prune.sparsities=[0.5]", "--set", "rewind.points=[0]",
-           "--set", "parallel.group_size=1", "--set", f"parallel.threads={threads}",
-           "--set", f"parallel.dense={mode}", "--set", f"train.epochs={epochs}"]
+           "--output", out, "--set", f"parallel.dense={mode}", "--set", f"train.epochs={epochs}",
+           *(GRID if grid else ["--set", "prune.sparsities=[0.5]", "--set", "rewind.points=[0]",
+                                "--set", "parallel.group_size=1"])]
+    t0 = time.time()
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
+    wall = time.time() - t0
     with h5py.File(out, "r") as f:
         t = f["timings/run0"]
         table, phases = t[()], json.loads(t.attrs["phases"])
     rows = table[(table[:, 1] == phases.index("dense")) & (table[:, 0] == 0)]
-    return float((rows[:, 4] - rows[:, 3]).sum())
+    cells = table[table[:, 1] == phases.index("cell")]
+    span = float(cells[:, 4].max() - cells[:, 3].min())
+    return float((rows[:, 4] - rows[:, 3]).sum()), span, wall
 
 
 def main():
@@ -42,23 +53,27 @@ def main():
     p.add_argument("-n", type=int, default=2)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds; median reported")
+    p.add_argument("--grid", action="store_true",
+                   help="run grid.py's 16-cell grid after the dense phase (not one cell), and "
+                        "print its span and the job's wall too")
     args = p.parse_args()
-    cores = os.cpu_count()
-    setups = {f"-n 1, {cores} threads": (1, cores, "rank0"),
-              f"-n {args.n}, rank 0 alone, {cores // args.n} thread(s) each":
-                  (args.n, max(1, cores // args.n), "rank0"),
-              f"-n {args.n}, data-parallel, {cores // args.n} thread(s) each":
-                  (args.n, max(1, cores // args.n), "data_parallel")}
+    cores, share = os.cpu_count(), max(1, os.cpu_count() // args.n)
+    setups = {f"-n 1, {cores} threads": (1, "rank0"),
+              f"-n {args.n}, rank 0 alone, {share} thread(s) each": (args.n, "rank0"),
+              f"-n {args.n}, data-parallel, {share} thread(s) each":
+                  (args.n, "data_parallel")}
     times = {k: [] for k in setups}
     for _ in range(args.rounds):
-        for k, (n, threads, mode) in setups.items():
-            times[k].append(dense_seconds(n, threads, mode, args.epochs))
-    print(f"dense phase, LeNet-300-100 Fashion-MNIST, {args.epochs} epochs, median of "
-          f"{args.rounds} rounds:")
-    med = {k: statistics.median(v) for k, v in times.items()}
+        for k, (n, mode) in setups.items():
+            times[k].append(job(n, mode, args.epochs, args.grid))
+    print(f"dense phase, LeNet-300-100 Fashion-MNIST, {args.epochs} epochs"
+          + (", then grid.py's 16 cells" if args.grid else "")
+          + f", median of {args.rounds} rounds:")
+    med = {k: [statistics.median(r[i] for r in v) for i in range(3)] for k, v in times.items()}
     base = next(iter(med.values()))
-    for k, v in med.items():
-        print(f"  {k:<45} {v:7.1f} s   {v / base:.2f}x of -n 1")
+    for k, (dense, span, wall) in med.items():
+        print(f"  {k:<40} dense {dense:5.1f} s  {dense / base[0]:.2f}x of -n 1"
+              + (f"   grid span {span:5.1f} s   job {wall:5.1f} s" if args.grid else ""))
     print("goal: -n P no slower than -n 1 (ratio <= 1.00)")
 
 

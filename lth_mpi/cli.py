@@ -67,6 +67,5 @@ def console() -> None:
         raise
     except BaseException:
         traceback.print_exc()
-        sys.stderr.flush()
-        from mpi4py import MPI
-        MPI.COMM_WORLD.Abort(1)
+        from lth_mpi import parallel
+        parallel.abort(1)

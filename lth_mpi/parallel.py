@@ -11,6 +11,7 @@ import dataclasses
 import os
 import signal
 import socket
+import sys
 import time
 
 import numpy as np
@@ -97,8 +98,16 @@ def agree(error: str | None, comm=None) -> str | None:
     return next((e for e in errors if e), None)
 
 
+ABORT_GRACE = 1.0   # seconds for the launcher to forward what this rank printed last
+
+
 def abort(code: int) -> None:
-    """End every rank now: for a fault found mid-grid on one rank while the others train."""
+    """End every rank now: for a fault found mid-grid on one rank while the others train.
+    The pause first: MPICH's launcher kills the job as soon as it hears the abort and
+    could drop the error line this rank has just written (seen on a fast 2-core machine)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    time.sleep(ABORT_GRACE)
     MPI.COMM_WORLD.Abort(code)
 
 
