@@ -114,6 +114,7 @@ class Interrupted(Exception):
 
 
 CHECK_EVERY = 20   # steps between stop checks (in a group, one tiny allreduce each)
+EVAL_HELD = 256 * 2 ** 20   # bytes: a test or validation shard up to this is held as a tensor
 
 
 def has_convolutions(model) -> bool:
@@ -186,6 +187,14 @@ class Trainer:
                 update(group.average(grads), loss)
             self._train_step = tf.function(step)
         self._eval_step = tf.function(self._eval, jit_compile=xla)
+
+        def evaluate_all(xs, ys):   # one call per pass: every full batch's sums, in order
+            sums = tf.TensorArray(tf.float32, size=tf.shape(xs)[0])
+            for i in tf.range(tf.shape(xs)[0]):
+                sums = sums.write(i, self._eval_step(xs[i], ys[i]))
+            return sums.stack()
+        self._eval_all = tf.function(evaluate_all, reduce_retracing=True)
+        self._held = {}   # split -> its full batches stacked, the ragged ones, their order
 
     # --- state --------------------------------------------------------------------------
     def load(self, weights: list[np.ndarray], masks: list[np.ndarray] | None = None):
@@ -308,12 +317,41 @@ class Trainer:
         group's blocks; NaN for an empty split."""
         if split == "val" and self.data.val_total == 0:
             return float("nan"), float("nan")
+        if (split, batch) not in self._held:
+            self._held[split, batch] = self._hold(split, batch)
+        held = self._held[split, batch]
+        if held is None:   # too large to hold: one call per batch, streamed
+            rows = [self._eval_step(tf.constant(x), tf.constant(y)).numpy()
+                    for x, y in self._eval_batches(split, batch)]
+        else:
+            xs, ys, ragged, order = held
+            full = list(self._eval_all(xs, ys).numpy()) if xs is not None else []
+            rest = [self._eval_step(x, y).numpy() for x, y in ragged]
+            rows = [full.pop(0) if is_full else rest.pop(0) for is_full in order]
         sums = np.zeros(3)
-        batches = self.data.test_batches(batch) if split == "test" else self.data.val_batches(batch)
-        for x, y in batches:
-            sums += self._eval_step(tf.constant(x), tf.constant(y)).numpy()
+        for row in rows:        # float64, in the data's order: the same sums as batch by batch
+            sums += row
         sums = np.asarray(self.total(sums))
         return float(sums[0] / sums[2]), float(sums[1] / sums[2])
+
+    def _eval_batches(self, split: str, batch: int):
+        return self.data.test_batches(batch) if split == "test" else self.data.val_batches(batch)
+
+    def _hold(self, split: str, batch: int):
+        """This rank's test (or validation) batches as tensors, read once: the full ones
+        stacked for one compiled call per pass, the ragged ones apart, and which came where.
+        None if the split is larger than EVAL_HELD (it is streamed every pass)."""
+        pieces = self.data.test_pieces() if split == "test" else self.data.val_pieces()
+        count = sum(b - a for a, b in pieces)
+        if count * int(np.prod(self.data.input_shape)) > EVAL_HELD:
+            return None
+        full, ragged, order = [], [], []
+        for x, y in self._eval_batches(split, batch):
+            order.append(len(y) == batch)
+            (full if order[-1] else ragged).append((x, y))
+        xs = tf.constant(np.stack([x for x, _ in full])) if full else None
+        ys = tf.constant(np.stack([y for _, y in full])) if full else None
+        return xs, ys, [(tf.constant(x), tf.constant(y)) for x, y in ragged], order
 
     def fit(self, epochs: int, seed: int, on_epoch=None, on_step=None, start: int = 0) -> dict:
         """Train from iteration `start` to the end of epoch `epochs`, evaluating on test and

@@ -112,3 +112,22 @@ def test_xla_auto_compiles_dense_models_and_leaves_convolutions_to_onednn_on_a_c
     assert training.use_xla("auto", resnet) is False
     assert training.use_xla("auto", nested) is False
     assert training.use_xla(True, resnet) is True and training.use_xla(False, lenet) is False
+
+
+def test_an_evaluation_pass_is_one_call_and_sums_as_batch_by_batch(monkeypatch):
+    """200 test examples in batches of 64: three full batches held as one tensor, evaluated
+    in one compiled call, and the ragged 8 apart; the sums equal streaming batch by batch."""
+    cfg, trainer, idx, start, masks = setup()
+    trainer.load(start, masks)
+    trainer.fit(1, seed=1)
+    calls = []
+    held_all = trainer._eval_all
+    monkeypatch.setattr(trainer, "_eval_all", lambda xs, ys: calls.append(xs.shape) or
+                        held_all(xs, ys))
+    held = [trainer.evaluate(64) for _ in range(2)]
+    assert calls == [(3, 64, 28, 28, 1)] * 2            # read once, one call per pass
+    monkeypatch.setattr(training, "EVAL_HELD", 0)       # too large to hold: streamed
+    trainer._held.clear()
+    streamed = trainer.evaluate(64)
+    assert len(calls) == 2 and held == [streamed] * 2   # bit for bit
+    assert trainer.evaluate(1000) == trainer.evaluate(1000)   # one ragged batch only
