@@ -6,7 +6,7 @@ optimizer. Alternating rounds, median.
 Goals (issue 11): masked epoch <= 0.35 of Keras fit + evaluate; masked / dense <= 1.05.
 
 Usage: python benchmarks/epoch_time.py [--model lenet_300_100] [--batch 128] [--rounds 3]
-       [--threads N] [--per-step]   (--per-step: one compiled call per step, as before)
+       [--threads N] [--per-step] [--xla auto|true|false]   (--per-step: one compiled call per step, as before)
 """
 import argparse
 import os
@@ -29,6 +29,8 @@ def main():
     p.add_argument("--sparsity", type=float, default=0.9)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--per-step", action="store_true", help="lth-mpi: one call per step")
+    p.add_argument("--xla", default="auto", choices=["auto", "true", "false"],
+                   help="lth-mpi's train.xla (auto: XLA for this dense model)")
     args = p.parse_args()
     import keras
     import tensorflow as tf
@@ -38,7 +40,8 @@ def main():
     name = "fashion_mnist" if os.path.isdir(data.FASHION_MNIST_DIR) else "synthetic"
     cfg = config.load(raw={"model": {"name": args.model}, "prune": {"sparsities": [0.5]},
                            "dataset": {"name": name},
-                           "train": {"batch_size": args.batch, "optimizer": "adam"},
+                           "train": {"batch_size": args.batch, "optimizer": "adam",
+                                     "xla": {"true": True, "false": False}.get(args.xla, "auto")},
                            "parallel": {"group_size": 1}})
     ds = data.load(cfg["dataset"])
 
