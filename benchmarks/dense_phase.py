@@ -19,13 +19,10 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-
-GRID = ["--set", "prune.sparsities=[0.5, 0.8, 0.9, 0.95]", "--set", "rewind.points=[0, 1, 2]",
-        "--set", "controls=[random_reinit]", "--set", "parallel.group_size=1"]   # grid.py's
+from benchmarks import grid as grid_bench  # noqa: E402  (its fixed grid, for --grid)
 
 
-def job(n: int, mode: str, epochs: int, grid: bool
-        ) -> tuple[float, float, float]:
+def job(n: int, mode: str, epochs: int, grid: bool) -> tuple[float, float, float]:
     """One search; (rank 0's dense phase, the cells' span, job wall) in seconds."""
     import h5py
     out = os.path.join(tempfile.mkdtemp(prefix="lth-dense-"), "d.h5")
@@ -33,8 +30,9 @@ def job(n: int, mode: str, epochs: int, grid: bool
            "-m", "mpi4py", "-m", "lth_mpi", "run", os.path.join(ROOT, "run", "configs",
                                                                "demo.yaml"),
            "--output", out, "--set", f"parallel.dense={mode}", "--set", f"train.epochs={epochs}",
-           *(GRID if grid else ["--set", "prune.sparsities=[0.5]", "--set", "rewind.points=[0]",
-                                "--set", "parallel.group_size=1"])]
+           *(grid_bench.SETTINGS if grid else ["--set", "prune.sparsities=[0.5]",
+                                               "--set", "rewind.points=[0]",
+                                               "--set", "parallel.group_size=1"])]
     t0 = time.time()
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)

@@ -118,6 +118,10 @@ class Dataset(abc.ABC):
     def test_count(self) -> int:
         return sum(b - a for a, b in self.test_pieces())
 
+    @property
+    def val_count(self) -> int:
+        return sum(b - a for a, b in self.val_pieces())
+
     # --- the trainer's interface ---------------------------------------------------------
     def train_batches(self, seed: int, steps: int, batch: int):
         """This rank's part of exactly `steps` global batches of `batch` examples (batch / G

@@ -194,7 +194,7 @@ class Trainer:
                 sums = sums.write(i, self._eval_step(xs[i], ys[i]))
             return sums.stack()
         self._eval_all = tf.function(evaluate_all, reduce_retracing=True)
-        self._held = {}   # split -> its full batches stacked, the ragged ones, their order
+        self._held = {}   # (split, batch) -> what _hold returns
 
     # --- state --------------------------------------------------------------------------
     def load(self, weights: list[np.ndarray], masks: list[np.ndarray] | None = None):
@@ -325,9 +325,9 @@ class Trainer:
                     for x, y in self._eval_batches(split, batch)]
         else:
             xs, ys, ragged, order = held
-            full = list(self._eval_all(xs, ys).numpy()) if xs is not None else []
-            rest = [self._eval_step(x, y).numpy() for x, y in ragged]
-            rows = [full.pop(0) if is_full else rest.pop(0) for is_full in order]
+            full = iter(self._eval_all(xs, ys).numpy() if xs is not None else [])
+            rest = iter([self._eval_step(x, y).numpy() for x, y in ragged])
+            rows = [next(full) if is_full else next(rest) for is_full in order]
         sums = np.zeros(3)
         for row in rows:        # float64, in the data's order: the same sums as batch by batch
             sums += row
@@ -341,9 +341,8 @@ class Trainer:
         """This rank's test (or validation) batches as tensors, read once: the full ones
         stacked for one compiled call per pass, the ragged ones apart, and which came where.
         None if the split is larger than EVAL_HELD (it is streamed every pass)."""
-        pieces = self.data.test_pieces() if split == "test" else self.data.val_pieces()
-        count = sum(b - a for a, b in pieces)
-        if count * int(np.prod(self.data.input_shape)) > EVAL_HELD:
+        count = self.data.test_count if split == "test" else self.data.val_count
+        if count * int(np.prod(self.data.input_shape)) > EVAL_HELD:   # uint8 images
             return None
         full, ragged, order = [], [], []
         for x, y in self._eval_batches(split, batch):
