@@ -168,10 +168,13 @@ class Trainer:
         if self.sync_bn:
             synchronize_batchnorm(model, group.batch_sum if group else (lambda: tf.identity))
         xla = use_xla(train_cfg["xla"], model)
+        # autograph=False: a step has no tensor-dependent Python control flow, and converting
+        # it (Horovod's code with it) cost seconds of every process's first step; only the
+        # two in-graph loops below need autograph
         self._train_steps = None
         if group is None:     # one rank: the whole step is one XLA program
             self._train_step = tf.function(lambda x, y: self._update(*self._gradients(x, y)),
-                                           jit_compile=xla)
+                                           jit_compile=xla, autograph=False)
 
             def steps(xs, ys):   # many steps per call: one dispatch instead of one per step
                 for i in tf.range(tf.shape(xs)[0]):
@@ -179,14 +182,15 @@ class Trainer:
             self._train_steps = tf.function(steps, reduce_retracing=True)
         else:                 # two compiled halves around the allreduce, which XLA cannot hold;
             # the forward pass holds collectives too when BatchNorm is synchronized
-            gradients = tf.function(self._gradients, jit_compile=xla and not self.sync_bn)
-            update = tf.function(self._update, jit_compile=xla)
+            gradients = tf.function(self._gradients, jit_compile=xla and not self.sync_bn,
+                                    autograph=False)
+            update = tf.function(self._update, jit_compile=xla, autograph=False)
 
             def step(x, y):
                 grads, loss = gradients(x, y)
                 update(group.average(grads), loss)
-            self._train_step = tf.function(step)
-        self._eval_step = tf.function(self._eval, jit_compile=xla)
+            self._train_step = tf.function(step, autograph=False)
+        self._eval_step = tf.function(self._eval, jit_compile=xla, autograph=False)
 
         def evaluate_all(xs, ys):   # one call per pass: every full batch's sums, in order
             sums = tf.TensorArray(tf.float32, size=tf.shape(xs)[0])
