@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     if args.command == "export":
         from . import export
         return export.main(args.results, args.cell, args.format, args.quantize, args.output)
-    from . import config, parallel, search   # after argparse, so --help needs no MPI
+    from . import config, parallel   # after argparse, so --help needs no MPI
     literal = {"output": args.output} if args.output else {}   # a path, never YAML
     cfg, error = None, None
     try:
@@ -54,7 +54,8 @@ def main(argv=None) -> int:
         error = str(exc)
     error = parallel.agree(error)   # a file missing on one node fails every rank alike
     if error:
-        search.fail(error)
+        parallel.fail(error)
+    from . import search   # TensorFlow's import (seconds) only once the config is good
     return search.run(cfg, resume=args.resume, dry_run=args.dry_run)
 
 

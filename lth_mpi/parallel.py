@@ -111,6 +111,16 @@ def abort(code: int) -> None:
     MPI.COMM_WORLD.Abort(code)
 
 
+def fail(message: str, code: int = 2, kind: str = "error"):
+    """Every rank prints the same one-line error and exits non-zero (no rank left waiting).
+    Called by all ranks once they agree; each writes before any exits, because under
+    `python -m mpi4py` the first non-zero exit aborts the job and would cut the others off."""
+    sys.stderr.write(f"lth-mpi: {kind}: {message}\n")   # one write: lines never interleave
+    sys.stderr.flush()
+    wait_quietly()
+    sys.exit(code)
+
+
 def bcast_object(obj, root=0):
     """Small metadata (names, flags) from root to all."""
     return MPI.COMM_WORLD.bcast(obj, root=root)

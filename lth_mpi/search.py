@@ -13,6 +13,7 @@ import numpy as np
 
 from . import config as config_mod
 from . import data, gradual, imp, models, parallel, plan, pruning, results, seeds, training
+from .parallel import fail
 
 
 class Timeline:
@@ -29,16 +30,6 @@ class Timeline:
 
 
 INTERRUPTED = 4    # exit status of a job stopped by SIGTERM or SIGINT (after a clean stop)
-
-
-def fail(message: str, code: int = 2, kind: str = "error"):
-    """Every rank prints the same one-line error and exits non-zero (no rank left waiting).
-    Called by all ranks once they agree; each writes before any exits, because under
-    `python -m mpi4py` the first non-zero exit aborts the job and would cut the others off."""
-    sys.stderr.write(f"lth-mpi: {kind}: {message}\n")   # one write: lines never interleave
-    sys.stderr.flush()
-    parallel.wait_quietly()
-    sys.exit(code)
 
 
 def close_failed(writer, message: str) -> None:

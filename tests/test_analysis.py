@@ -14,7 +14,6 @@ from mpi_helpers import ROOT
 
 sys.path.insert(0, ROOT)   # analysis/ is importable from the repository root
 from analysis import amdahl, tickets, timeline  # noqa: E402
-from analysis.__main__ import main  # noqa: E402
 
 CONFIG = os.path.join(ROOT, "tests", "configs", "tiny_fashion.yaml")
 PHASES = results.PHASES

@@ -192,6 +192,22 @@ def test_a_refused_job_exits_non_zero_from_every_rank(tmp_path):
     assert "Traceback" not in proc.stderr and not os.path.exists(tmp_path / "r.h5")
 
 
+def test_a_config_refusal_comes_before_the_tensorflow_import(tmp_path):
+    """A typo in the config fails in a second, not after every rank has imported TensorFlow
+    (seconds per rank, paid again for each resubmitted batch job)."""
+    import subprocess
+    import sys
+    code = ("import sys\nfrom lth_mpi import cli\ntry:\n    cli.main(sys.argv[1:])\n"
+            "except SystemExit as exc:\n    print('exit', exc.code)\n"
+            "print('imported', sorted(m for m in ('tensorflow', 'keras', 'horovod') "
+            "if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code, "run", CONFIG, "--output",
+                           str(tmp_path / "r.h5"), *BAD_INPUTS[0][0]],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert BAD_INPUTS[0][1] in proc.stderr, proc.stderr
+    assert proc.stdout.splitlines() == ["exit 2", "imported []"], proc.stdout + proc.stderr
+
+
 @needs_data
 def test_output_paths_are_strings_and_an_unwritable_directory_is_refused(tmp_path):
     import subprocess
