@@ -60,6 +60,7 @@ SCHEMA = {
     "parallel": {"group_size": (int, 4),
                  "assign": (str, "dynamic"),
                  "dense": (str, "rank0"),
+                 "allreduce": (str, "auto"),
                  "threads": ((int, type(None)), None)},
 }
 OPEN_SECTIONS = ("model", "dataset")   # may hold builder keyword arguments
@@ -72,6 +73,7 @@ CHOICES = {
     "parallel.assign": ("dynamic", "masks", "cells"),
     "results.keep_weights": ("none", "best", "all"),
     "parallel.dense": ("rank0", "data_parallel"),
+    "parallel.allreduce": ("auto", "horovod", "mpi"),
 }
 CONTROLS = ("random_reinit", "random_mask")
 ITERATIVE_RATE = 0.2    # Frankle & Carbin's per-level rate for fully connected layers

@@ -75,9 +75,11 @@ class NotAResultsFile(ValueError):
     """The file is not an lth-mpi results file."""
 
 
-# settings that change where things go or how fast, never the numbers: --resume ignores them
-# (a moved dataset is found by path, and recognised by its fingerprint)
-NOT_RESULTS = ("output", "parallel.threads", "dataset.path", "dataset.prefetch")
+# settings that change where things go or how fast, never the numbers beyond the order of
+# float sums: --resume ignores them (a moved dataset is found by path, and recognised by its
+# fingerprint)
+NOT_RESULTS = ("output", "parallel.threads", "parallel.allreduce", "dataset.path",
+               "dataset.prefetch")
 
 
 def result_keys(cfg: dict) -> dict:

@@ -257,7 +257,7 @@ def dense_phases(cfg, layout, writer, model, prunable_idx, have, stopper, timeli
         try:
             if data_parallel:   # every rank trains on its shard of the whole training set
                 out[k] = dense_phase(rcfg, data.load(cfg["dataset"], (layout.rank, layout.size)),
-                                     parallel.world_reducers(layout), stop=stopper.requested)
+                                     parallel.mpi_reducers(layout.world), stop=stopper.requested)
             else:
                 out[k] = dense_phase(rcfg, data.load(cfg["dataset"]), stop=stopper.requested)
         except Diverged as exc:
@@ -406,7 +406,7 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
                                            stopper, timeline, sp, len(done), len(grid))
 
     # --- 5. groups retrain their cells, data-parallel through Horovod ----------------------
-    group = parallel.init_horovod(layout)
+    group = parallel.group_reducers(layout, cfg["parallel"]["allreduce"])
     trainer = training.Trainer(model, group_data, cfg["train"], prunable_idx, group,
                                stop=stopper.requested)
     chain_masks, ended = chain_starts(layout, grid, done, writer, levels, packed, packed_len) \

@@ -301,9 +301,11 @@ def test_killed_run_keeps_finished_cells_and_resumes(tmp_path, tiny_run):
 
 @needs_data
 def test_data_parallel_dense_phase(tmp_path):
-    """parallel.dense=data_parallel: every rank shares the dense training (MPI Allreduce)."""
+    """parallel.dense=data_parallel: every rank shares the dense training (MPI Allreduce);
+    then the group of 2 averages through Horovod (as on GPUs) instead of mpi4py."""
     out = str(tmp_path / "r.h5")
-    proc = lth(2, CONFIG, "--output", out, "--set", "parallel.dense=data_parallel")
+    proc = lth(2, CONFIG, "--output", out, "--set", "parallel.dense=data_parallel",
+               "--set", "parallel.allreduce=horovod")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     check_complete(out, 2, 2)
     with h5py.File(out, "r") as f:

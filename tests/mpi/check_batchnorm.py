@@ -83,7 +83,7 @@ for sync in (False, True):
     found[f"g2_sync{int(sync)}_weights"] = np.concatenate([w.ravel() for w in trainer.weights()])
 
 # the data-parallel dense phase: the world as one group, through mpi4py instead of Horovod
-world_group = parallel.world_reducers(layout)
+world_group = parallel.mpi_reducers(layout.world)
 for sync in (False, True):
     checked = []
 

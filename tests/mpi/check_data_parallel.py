@@ -1,7 +1,7 @@
-"""A Horovod group trains to identical weights on every rank, and pruned weights stay exactly
-zero after many Adam steps.
+"""A group (its gradients averaged by Horovod or by mpi4py) trains to identical weights on
+every rank, and pruned weights stay exactly zero after many Adam steps.
 
-Usage: mpiexec -n <p> python -m mpi4py tests/mpi/check_data_parallel.py [GROUP_SIZE]
+Usage: mpiexec -n <p> python -m mpi4py tests/mpi/check_data_parallel.py [GROUP_SIZE [horovod|mpi]]
 """
 import hashlib
 import sys
@@ -13,6 +13,7 @@ from lth_mpi import config, data, parallel, pruning, training
 
 world = MPI.COMM_WORLD
 group_size = int(sys.argv[1]) if len(sys.argv) > 1 else 2
+way = sys.argv[2] if len(sys.argv) > 2 else "horovod"
 cfg = config.load(raw={"model": {"name": "lenet_300_100"}, "prune": {"sparsities": [0.9]},
                        "dataset": {"name": "synthetic", "train_examples": 1024, "test_examples": 256},
                        "train": {"epochs": 3, "batch_size": 32, "optimizer": "adam",
@@ -22,7 +23,7 @@ layout = parallel.split(group_size)
 parallel.configure_tensorflow(layout, None)
 shard = data.load(cfg["dataset"], (layout.group_rank, group_size))
 model, idx = training.build_for(cfg, shard, seed=layout.rank)   # deliberately different inits
-group = parallel.init_horovod(layout)
+group = parallel.group_reducers(layout, way)
 trainer = training.Trainer(model, shard, cfg["train"], idx, group)
 
 start = [np.asarray(w) for w in model.get_weights()]
