@@ -3,20 +3,25 @@ and what a group of 2 costs per step against one rank (prints, asserts nothing).
 
 Exchanges, each inside a tf.function as the trainer calls it, on tensors shaped like the
 model's trainable weights (float32):
-  horovod     hvd.grouped_allreduce(grads, op=Average)            (what groups use today)
+  horovod     hvd.grouped_allreduce(grads, op=Average)   (groups with parallel.allreduce: horovod)
   mpi4py      one MPI Allreduce of the concatenated buffer, via tf.numpy_function
-              (what the data-parallel dense phase uses)
+              (the data-parallel dense phase; groups with parallel.allreduce: mpi)
 At 4 ranks (two groups of 2, {0, 1} and {2, 3}, exchanging at once; Horovod 0.28 refuses a
 process set equal to the world, so process sets need two groups), one Horovod way per run
 (Horovod cannot be started a second time in a process) against mpi4py in the same run:
-  --horovod per-group      hvd.init(comm=group)                 (what groups use today)
+  --horovod per-group      hvd.init(comm=group)                 (what Horovod groups use)
   --horovod process-sets   hvd.init(comm=world, process_sets=[{0,1}, {2,3}]),
                            grouped_allreduce(..., process_set=own group's)
   mpi4py                   one Allreduce of one buffer on the group's communicator
 The ratio to mpi4py, measured side by side in each run, compares the two Horovod ways.
 Alternating rounds, median; Horovod's knobs are read from the environment at hvd.init
 (HOROVOD_CYCLE_TIME ms, HOROVOD_FUSION_THRESHOLD bytes): rerun with them to tune.
-Then the whole training step: a group of 2 against one rank alone with the same global batch.
+Then the whole training step: a group of 2, averaging with mpi4py and with Horovod, against
+one rank alone with the same global batch (the mpi4py group and the lone rank are timed
+before hvd.init: from then on Horovod's thread runs in the process).
+At 2 ranks it also prints the CPU an idle rank uses before and after hvd.init: Horovod's
+background thread polls every HOROVOD_CYCLE_TIME ms, and the cores it takes are the ones that
+train.
 
 Usage: mpiexec -n 2 python -m mpi4py benchmarks/allreduce.py [--models resnet20,mobilenet_v2]
        [--batch 128] [--rounds 7] [--reps 20] [--threads 1]
@@ -24,6 +29,7 @@ Usage: mpiexec -n 2 python -m mpi4py benchmarks/allreduce.py [--models resnet20,
 """
 import argparse
 import os
+import resource
 import statistics
 import sys
 import time
@@ -44,6 +50,7 @@ def main():
     p.add_argument("--reps", type=int, default=20, help="exchanges per timed round")
     p.add_argument("--steps", type=int, default=5, help="training steps per timed round")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--idle", type=float, default=3.0, help="seconds of the idle-cost probe")
     p.add_argument("--horovod", choices=["per-group", "process-sets"], default="per-group",
                    help="at 4 ranks: how the groups start Horovod")
     args = p.parse_args()
@@ -57,12 +64,19 @@ def main():
     tf.config.threading.set_inter_op_parallelism_threads(min(2, args.threads))
     if world.Get_size() == 4:
         return process_sets(args, world)
-    hvd.init(comm=world)
     layout = parallel.split(2)
-    mpi_average = parallel.world_reducers(layout).average
     name = "fashion_mnist" if os.path.isdir(data.FASHION_MNIST_DIR) else "synthetic"
+    models = args.models.split(",")
+    # before hvd.init: the step of one rank alone and of a group averaging with mpi4py (once
+    # Horovod is started its background thread runs in every later measurement)
+    steps = {m: step_times(m, name, args, layout, world, "mpi") for m in models}
+    idle = [idle_cores(world, args.idle)]
+    hvd.init(comm=world)
+    hvd.allreduce(tf.constant([1.0]))           # the background thread is running
+    idle.append(idle_cores(world, args.idle))
+    mpi_average = parallel.mpi_reducers(layout.world).average
     lines = []
-    for model_name in args.models.split(","):
+    for model_name in models:
         grads, size = gradients_of(model_name, world.Get_rank())
         ways = {
             "horovod grouped_allreduce": tf.function(
@@ -86,13 +100,35 @@ def main():
                      f"median of {args.rounds} rounds of {args.reps}")
         for k, v in times.items():
             lines.append(f"  {k:<30} {statistics.median(v):8.2f} ms per exchange")
-        lines += step_overhead(model_name, name, args, layout, world)
+        steps[model_name].update(step_times(model_name, name, args, layout, world, "horovod"))
+        alone = steps[model_name].pop("one rank alone", None)
+        if alone is None:           # only rank 0 timed it, and only rank 0 prints
+            continue
+        lines.append(f"  step, one rank alone           {alone:8.1f} ms  (global batch "
+                     f"{args.batch}, no XLA, before hvd.init)")
+        for way, two in steps[model_name].items():
+            lines.append(f"  step, group of 2, {way:<12} {two:8.1f} ms  = {two / alone:.2f}x "
+                         f"one rank; {two - alone / 2:+.1f} ms per step over a perfect halving")
     parallel.wait_quietly()
+    idle = world.gather(idle)
     if world.Get_rank() == 0:
         print(f"HOROVOD_CYCLE_TIME={os.environ.get('HOROVOD_CYCLE_TIME', 'default')} "
               f"HOROVOD_FUSION_THRESHOLD={os.environ.get('HOROVOD_FUSION_THRESHOLD', 'default')}"
               f", {args.threads} thread(s) per rank")
+        print(f"idle ranks (sleeping {args.idle:g} s), CPU cores used per rank: before hvd.init "
+              + ", ".join(f"{i[0]:.2f}" for i in idle) + "; after "
+              + ", ".join(f"{i[1]:.2f}" for i in idle))
         print("\n".join(lines))
+
+
+def idle_cores(world, seconds: float) -> float:
+    """CPU time per second of wall this process uses while its Python thread sleeps (what
+    Horovod's background thread costs the cores that train)."""
+    world.Barrier()
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    time.sleep(seconds)
+    r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    return (r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime) / (t1 - t0)
 
 
 def gradients_of(model_name, seed):
@@ -172,8 +208,9 @@ def process_sets(args, world):
         print("\n".join(lines))
 
 
-def step_overhead(model_name, data_name, args, layout, world) -> list[str]:
-    """Step time of a group of 2 (Horovod) against one rank alone, same global batch."""
+def step_times(model_name, data_name, args, layout, world, way) -> dict:
+    """Median step time (ms) of a group of 2 averaging with `way`, and with "mpi" (called
+    before hvd.init) also of one rank alone, the other sleeping, with the same global batch."""
     from lth_mpi import config, data, parallel, training
 
     def trainer(g):
@@ -185,32 +222,27 @@ def step_overhead(model_name, data_name, args, layout, world) -> list[str]:
                       "xla": False}, "parallel": {"group_size": g}})
         d = data.load(cfg["dataset"], (layout.group_rank, g) if g > 1 else (0, 1))
         model, idx = training.build_for(cfg, d, seed=0)
-        group = parallel.init_horovod(layout) if g > 1 else None
-        t = training.Trainer(model, d, cfg["train"], idx, group)
+        t = training.Trainer(model, d, cfg["train"], idx,
+                             parallel.group_reducers(layout, way) if g > 1 else None)
         t.train_epoch(1)
         return t
 
-    pair, rounds = trainer(2), []
-    for r in range(args.rounds):
-        world.Barrier()
-        t0 = time.perf_counter()
-        pair.train_epoch(r + 2)
-        rounds.append((time.perf_counter() - t0) / args.steps * 1e3)
-    alone = None
-    if layout.rank == 0:          # the other rank sleeps
-        t, one = trainer(1), []
+    def median_step(t, together):
+        rounds = []
         for r in range(args.rounds):
+            if together:
+                world.Barrier()
             t0 = time.perf_counter()
             t.train_epoch(r + 2)
-            one.append((time.perf_counter() - t0) / args.steps * 1e3)
-        alone = statistics.median(one)
-    parallel.wait_quietly()
-    if layout.rank != 0:
-        return []
-    two = statistics.median(rounds)
-    return [f"  step, one rank alone           {alone:8.1f} ms  (global batch {args.batch}, no XLA)",
-            f"  step, group of 2 (Horovod)     {two:8.1f} ms  = {two / alone:.2f}x one rank; "
-            f"overhead per step {two - alone / 2:+.1f} ms over a perfect halving"]
+            rounds.append((time.perf_counter() - t0) / args.steps * 1e3)
+        return statistics.median(rounds)
+
+    out = {way: median_step(trainer(2), True)}
+    if way == "mpi":
+        if layout.rank == 0:          # the other rank sleeps
+            out["one rank alone"] = median_step(trainer(1), False)
+        parallel.wait_quietly()
+    return out
 
 
 if __name__ == "__main__":

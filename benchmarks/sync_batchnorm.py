@@ -16,7 +16,6 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
 from lth_mpi import config, data, parallel, training  # noqa: E402
