@@ -36,6 +36,7 @@ class Layout:
     local_size: int
     host: str
     threads: int = 1
+    allreduce: str = "none"   # how the group averages gradients: none (group of one), mpi, horovod
 
     @property
     def is_writer(self) -> bool:
@@ -75,8 +76,10 @@ def thread_budget(layout: Layout, threads: int | None) -> int:
     return max(1, bound if bound < cores else cores // layout.local_size)
 
 
-def configure_tensorflow(layout: Layout, threads: int | None) -> None:
-    """Threads and GPU pinning; must run before TensorFlow creates its first tensor.
+def configure_tensorflow(layout: Layout, threads: int | None, allreduce: str = "auto") -> None:
+    """Threads, GPU pinning and the group's allreduce (config parallel.allreduce, `auto`
+    resolved here, where the GPUs are known); must run before TensorFlow creates its first
+    tensor.
 
     GPUs are counted per node over all groups (hvd.local_rank() would count inside a group
     only, and two groups on a node would both claim GPU 0).
@@ -90,6 +93,8 @@ def configure_tensorflow(layout: Layout, threads: int | None) -> None:
         gpu = gpus[layout.local_rank % len(gpus)]
         tf.config.set_visible_devices(gpu, "GPU")
         tf.config.experimental.set_memory_growth(gpu, True)
+    if layout.group_size > 1:
+        layout.allreduce = allreduce if allreduce != "auto" else "horovod" if gpus else "mpi"
 
 
 def agree(error: str | None, comm=None) -> str | None:
@@ -233,19 +238,19 @@ def batch_sum_factory(comm: MPI.Comm):
     return make
 
 
-def group_reducers(layout: Layout, allreduce: str):
+def group_reducers(layout: Layout, allreduce: str | None = None):
     """The trainer's training.Group for this rank's group (None for a group of one: nothing to
-    average). `allreduce` (config parallel.allreduce): horovod, mpi, or auto = Horovod where
-    TensorFlow sees a GPU (NCCL keeps gradients on the device), mpi4py on CPUs: there
-    Horovod's background thread, polling every cycle, takes the cores that train (measured on
-    2 cores: resnet20's step in a group of 2 at 0.91x one rank with Horovod, 0.56x with
-    mpi4py; mobilenet_v2 1.06x and 0.65x)."""
+    average), averaging with `allreduce` (default: the layout's, see configure_tensorflow):
+    horovod, or mpi. The config's `auto` is Horovod where TensorFlow sees a GPU (NCCL keeps
+    gradients on the device) and mpi4py on CPUs: there Horovod's background thread, polling
+    every cycle, takes the cores that train (measured on 2 cores: resnet20's step in a group
+    of 2 at 0.81-0.91x one rank with Horovod, 0.56-0.59x with mpi4py; mobilenet_v2 0.80-1.06x
+    and 0.65-0.72x)."""
     if layout.group_size == 1:
         return None
-    if allreduce == "auto":
-        import tensorflow as tf
-        allreduce = "horovod" if tf.config.get_visible_devices("GPU") else "mpi"
-    return init_horovod(layout) if allreduce == "horovod" else mpi_reducers(layout.group_comm)
+    if (allreduce or layout.allreduce) == "horovod":
+        return init_horovod(layout)
+    return mpi_reducers(layout.group_comm)
 
 
 def init_horovod(layout: Layout):
@@ -286,11 +291,11 @@ def mpi_reducers(comm: MPI.Comm):
     """
     import tensorflow as tf
     from . import training
-    world, size = comm, comm.Get_size()
+    size = comm.Get_size()
 
     def allreduce_mean(*arrays):
         flat = np.concatenate([a.ravel() for a in arrays]).astype(np.float32)
-        world.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
+        comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
         flat /= size
         out, start = [], 0
         for a in arrays:
@@ -306,11 +311,11 @@ def mpi_reducers(comm: MPI.Comm):
 
     def total(x):
         buf = np.array(x, np.float64)
-        world.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
         return buf
 
-    return training.Group(size, average, total, lambda flat: leader_copy(flat, world),
-                          batch_sum_factory(world))
+    return training.Group(size, average, total, lambda flat: leader_copy(flat, comm),
+                          batch_sum_factory(comm))
 
 
 # --- dynamic scheduling: a shared counter -----------------------------------------------------
@@ -419,7 +424,7 @@ def provenance(layout: Layout) -> dict:
         hvd_version, hvd_built = "not installed", {}
     me = {"rank": layout.rank, "host": layout.host, "group": layout.group,
           "group_rank": layout.group_rank, "local_rank": layout.local_rank,
-          "threads": layout.threads, "pid": os.getpid()}
+          "threads": layout.threads, "allreduce": layout.allreduce, "pid": os.getpid()}
     ranks = layout.world.allgather(me)
     import platform
     return {"software": {"python": platform.python_version(), "tensorflow": tf.__version__,

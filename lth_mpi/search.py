@@ -348,7 +348,7 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
 
     points, iterative = cfg["rewind"]["points"], config_mod.iterative(cfg)
     layout = parallel.split(cfg["parallel"]["group_size"])
-    parallel.configure_tensorflow(layout, cfg["parallel"]["threads"])
+    parallel.configure_tensorflow(layout, cfg["parallel"]["threads"], cfg["parallel"]["allreduce"])
     # this rank's data and model: checks that need them come before any file is created
     error = None
     try:
@@ -406,7 +406,7 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
                                            stopper, timeline, sp, len(done), len(grid))
 
     # --- 5. groups retrain their cells, data-parallel through Horovod ----------------------
-    group = parallel.group_reducers(layout, cfg["parallel"]["allreduce"])
+    group = parallel.group_reducers(layout)
     trainer = training.Trainer(model, group_data, cfg["train"], prunable_idx, group,
                                stop=stopper.requested)
     chain_masks, ended = chain_starts(layout, grid, done, writer, levels, packed, packed_len) \

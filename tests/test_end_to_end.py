@@ -57,6 +57,8 @@ def test_search_on_fashion_mnist(tiny_run, n):
     assert proc.stdout.count("acc ") == 6 and "[   6/6]" in proc.stdout and "ETA" in proc.stdout
     assert "dense test accuracy" in proc.stdout
     check_complete(out, n, 2)
+    with h5py.File(out, "r") as f:   # parallel.allreduce: auto, on CPUs: mpi4py, not Horovod
+        assert [r["allreduce"] for r in json.loads(f.attrs["ranks"])] == ["mpi"] * n
 
 
 @needs_data
@@ -311,6 +313,7 @@ def test_data_parallel_dense_phase(tmp_path):
     with h5py.File(out, "r") as f:
         t = f["timings/run0"][()]
         assert json.loads(f.attrs["ranks"])[1]["threads"] == 1   # 2 ranks share 2 cores
+        assert [r["allreduce"] for r in json.loads(f.attrs["ranks"])] == ["horovod"] * 2
     dense = results.PHASES.index("dense")
     assert sorted(t[t[:, 1] == dense, 0].astype(int)) == [0, 1]
 

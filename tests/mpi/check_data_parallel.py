@@ -20,10 +20,11 @@ cfg = config.load(raw={"model": {"name": "lenet_300_100"}, "prune": {"sparsities
                                  "learning_rate": 0.01},
                        "parallel": {"group_size": group_size}}, world_size=world.Get_size())
 layout = parallel.split(group_size)
-parallel.configure_tensorflow(layout, None)
+parallel.configure_tensorflow(layout, None, way)
 shard = data.load(cfg["dataset"], (layout.group_rank, group_size))
 model, idx = training.build_for(cfg, shard, seed=layout.rank)   # deliberately different inits
-group = parallel.group_reducers(layout, way)
+group = parallel.group_reducers(layout)
+assert layout.allreduce == way, layout.allreduce
 trainer = training.Trainer(model, shard, cfg["train"], idx, group)
 
 start = [np.asarray(w) for w in model.get_weights()]
