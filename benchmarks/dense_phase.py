@@ -6,6 +6,7 @@ Prints, asserts nothing.
 Goal (issue 11): the dense phase at -n P no slower than at -n 1.
 
 Usage: python benchmarks/dense_phase.py [-n 2] [--epochs 3] [--rounds 2] [--grid]
+           [--set KEY=VALUE ...]   (e.g. --set model.name=resnet20 --set dataset.train_examples=6400)
 """
 import argparse
 import json
@@ -22,7 +23,7 @@ sys.path.insert(0, ROOT)
 from benchmarks import grid as grid_bench  # noqa: E402  (its fixed grid, for --grid)
 
 
-def job(n: int, mode: str, epochs: int, grid: bool) -> tuple[float, float, float]:
+def job(n: int, mode: str, epochs: int, grid: bool, sets=()) -> tuple[float, float, float]:
     """One search; (rank 0's dense phase, the cells' span, job wall) in seconds."""
     import h5py
     out = os.path.join(tempfile.mkdtemp(prefix="lth-dense-"), "d.h5")
@@ -32,7 +33,8 @@ def job(n: int, mode: str, epochs: int, grid: bool) -> tuple[float, float, float
            "--output", out, "--set", f"parallel.dense={mode}", "--set", f"train.epochs={epochs}",
            *(grid_bench.SETTINGS if grid else ["--set", "prune.sparsities=[0.5]",
                                                "--set", "rewind.points=[0]",
-                                               "--set", "parallel.group_size=1"])]
+                                               "--set", "parallel.group_size=1"]),
+           *(a for kv in sets for a in ("--set", kv))]
     t0 = time.time()
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
@@ -54,6 +56,8 @@ def main():
     p.add_argument("--grid", action="store_true",
                    help="run grid.py's 16-cell grid after the dense phase (not one cell), and "
                         "print its span and the job's wall too")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override for every run (another model, fewer examples)")
     args = p.parse_args()
     cores, share = os.cpu_count(), max(1, os.cpu_count() // args.n)
     setups = {f"-n 1, {cores} threads": (1, "rank0"),
@@ -63,8 +67,9 @@ def main():
     times = {k: [] for k in setups}
     for _ in range(args.rounds):
         for k, (n, mode) in setups.items():
-            times[k].append(job(n, mode, args.epochs, args.grid))
-    print(f"dense phase, LeNet-300-100 Fashion-MNIST, {args.epochs} epochs"
+            times[k].append(job(n, mode, args.epochs, args.grid, args.set))
+    print(f"dense phase, demo config {' '.join(args.set) or '(LeNet-300-100)'}, "
+          f"{args.epochs} epochs"
           + (", then grid.py's 16 cells" if args.grid else "")
           + f", median of {args.rounds} rounds:")
     med = {k: [statistics.median(r[i] for r in v) for i in range(3)] for k, v in times.items()}
