@@ -93,6 +93,10 @@ def configure_tensorflow(layout: Layout, threads: int | None, allreduce: str = "
         gpu = gpus[layout.local_rank % len(gpus)]
         tf.config.set_visible_devices(gpu, "GPU")
         tf.config.experimental.set_memory_growth(gpu, True)
+    # auto: Horovod with a GPU (NCCL keeps gradients on the device); on CPUs mpi4py, since
+    # Horovod's background thread, polling every cycle, takes the cores that train (2 cores:
+    # resnet20's group-of-2 step 0.81-0.91x one rank with Horovod, 0.56-0.59x with mpi4py;
+    # mobilenet_v2 0.80-1.06x and 0.65-0.72x)
     if layout.group_size > 1:
         layout.allreduce = allreduce if allreduce != "auto" else "horovod" if gpus else "mpi"
 
@@ -240,12 +244,8 @@ def batch_sum_factory(comm: MPI.Comm):
 
 def group_reducers(layout: Layout, allreduce: str | None = None):
     """The trainer's training.Group for this rank's group (None for a group of one: nothing to
-    average), averaging with `allreduce` (default: the layout's, see configure_tensorflow):
-    horovod, or mpi. The config's `auto` is Horovod where TensorFlow sees a GPU (NCCL keeps
-    gradients on the device) and mpi4py on CPUs: there Horovod's background thread, polling
-    every cycle, takes the cores that train (measured on 2 cores: resnet20's step in a group
-    of 2 at 0.81-0.91x one rank with Horovod, 0.56-0.59x with mpi4py; mobilenet_v2 0.80-1.06x
-    and 0.65-0.72x)."""
+    average), averaging with `allreduce`, horovod or mpi (default: the layout's, which
+    configure_tensorflow resolved from the config)."""
     if layout.group_size == 1:
         return None
     if (allreduce or layout.allreduce) == "horovod":

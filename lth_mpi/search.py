@@ -405,7 +405,7 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
     ckpts, packed, realized = dense_phases(cfg, layout, writer, model, prunable_idx, have_dense,
                                            stopper, timeline, sp, len(done), len(grid))
 
-    # --- 5. groups retrain their cells, data-parallel through Horovod ----------------------
+    # --- 5. groups retrain their cells, data-parallel (Horovod or mpi4py) -----------------
     group = parallel.group_reducers(layout)
     trainer = training.Trainer(model, group_data, cfg["train"], prunable_idx, group,
                                stop=stopper.requested)

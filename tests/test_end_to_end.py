@@ -312,8 +312,9 @@ def test_data_parallel_dense_phase(tmp_path):
     check_complete(out, 2, 2)
     with h5py.File(out, "r") as f:
         t = f["timings/run0"][()]
-        assert json.loads(f.attrs["ranks"])[1]["threads"] == 1   # 2 ranks share 2 cores
-        assert [r["allreduce"] for r in json.loads(f.attrs["ranks"])] == ["horovod"] * 2
+        ranks = json.loads(f.attrs["ranks"])
+    assert ranks[1]["threads"] == 1                    # 2 ranks share 2 cores
+    assert [r["allreduce"] for r in ranks] == ["horovod"] * 2
     dense = results.PHASES.index("dense")
     assert sorted(t[t[:, 1] == dense, 0].astype(int)) == [0, 1]
 
