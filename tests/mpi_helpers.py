@@ -1,8 +1,13 @@
 """Running real mpiexec jobs from pytest."""
+import atexit
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
+from multiprocessing.connection import Client
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOISE = ("oneDNN custom operations", "cpu_feature_guard", "rebuild TensorFlow", "WARNING: All log")
@@ -18,18 +23,97 @@ def launch(n: int, *command: str) -> list[str]:
     return [*MPIEXEC, "-n", str(n), *command]
 
 
+def quiet(text: str) -> str:
+    return "\n".join(l for l in text.splitlines() if not any(s in l for s in NOISE))
+
+
 def mpiexec(n: int, args: list[str], timeout: float = 600, cwd: str = ROOT, env=None):
     """Run `mpiexec -n n python -m mpi4py ARGS`; returns the CompletedProcess (text).
     `env`: extra environment variables for every rank."""
     cmd = launch(n, sys.executable, "-m", "mpi4py", *args)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd,
                           env=dict(ENV, **(env or {})))
-    proc.stderr = "\n".join(l for l in proc.stderr.splitlines() if not any(s in l for s in NOISE))
+    proc.stderr = quiet(proc.stderr)
     return proc
 
 
-def lth(n: int, config: str, *extra: str, timeout: float = 600, env=None):
-    return mpiexec(n, ["-m", "lth_mpi", "run", config, *extra], timeout, env=env)
+class Pool:
+    """The suite's long-lived 2-rank job (tests/mpi/pool.py), started at its first command
+    and ended with the session: a command sent here costs what it computes, without a launch
+    and the TensorFlow import on both ranks (about 4 s of each short search here)."""
+    SIZE = 2
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="lth-pool-")
+        address = os.path.join(self.dir, "socket")
+        self.log = os.path.join(self.dir, "log")
+        with open(self.log, "w") as log:
+            self.job = subprocess.Popen(
+                launch(self.SIZE, sys.executable, "-m", "mpi4py", "tests/mpi/pool.py", address),
+                cwd=ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        while not os.path.exists(address):
+            assert self.job.poll() is None, open(self.log).read()
+            time.sleep(0.05)
+        self.conn = Client(address, "AF_UNIX")
+
+    def run(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+        """`lth-mpi ARGV` on both ranks, as a launch of its own would report it."""
+        start = os.path.getsize(self.log)
+        self.conn.send(argv)
+        if not self.conn.poll(timeout):
+            self.kill()
+            raise subprocess.TimeoutExpired(["lth-mpi", *argv], timeout)
+        try:
+            replies = self.conn.recv()
+        except EOFError:        # the command raised and aborted the job (tests/mpi/pool.py)
+            code = self.job.wait(60)
+            with open(self.log) as log:
+                log.seek(start)
+                return subprocess.CompletedProcess(argv, code, "", quiet(log.read()))
+        codes, outs, errs = zip(*replies)
+        return subprocess.CompletedProcess(argv, next((c for c in codes if c), 0),
+                                           "".join(outs), quiet("".join(errs)))
+
+    @property
+    def alive(self) -> bool:
+        return self.job.poll() is None
+
+    def close(self) -> None:
+        if self.alive:
+            self.conn.send(None)
+            try:
+                self.job.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        os.killpg(self.job.pid, signal.SIGKILL)
+        self.job.wait()
+
+
+_pool = None
+
+
+def pool() -> Pool:
+    global _pool
+    if _pool is None or not _pool.alive:
+        _pool = Pool()
+        atexit.register(_pool.close)
+    return _pool
+
+
+def lth(n: int, config: str, *extra: str, timeout: float = 600, env=None, pooled=True):
+    """`lth-mpi run CONFIG EXTRA` on n ranks. A plain search on 2 ranks runs in the suite's
+    long-lived job (Pool): not one with faults injected (`env`), nor one that sets the threads
+    (TensorFlow fixes its thread pools once per process) or uses Horovod (its background
+    thread would outlive the search), nor where the test is about the launch itself
+    (`pooled=False`)."""
+    argv = ["run", config, *extra]
+    if pooled and n == Pool.SIZE and env is None and \
+            not any("threads" in a or "horovod" in a for a in extra):
+        return pool().run(argv, timeout)
+    return mpiexec(n, ["-m", "lth_mpi", *argv], timeout, env=env)
 
 
 TINY = os.path.join(ROOT, "tests", "configs", "tiny_fashion.yaml")

@@ -71,6 +71,26 @@ def test_limit_and_errors(tmp_path):
         data.check(dict(cfg, colour=True))
 
 
+def test_a_gzipped_file_is_decompressed_once_and_again_when_replaced(tmp_path):
+    """The dense phase and the cells load the same .gz files: decompressed once per process,
+    but a file rewritten in place (new time or size) is read anew."""
+    from data_prep import idx
+    path = str(tmp_path / "x.gz")
+    write_idx(path, np.arange(24).reshape(6, 4), True)
+    before = idx._gunzipped.cache_info()
+    np.testing.assert_array_equal(data.read_idx(path, (1, 2), 5), [[4, 5, 6, 7], [12, 13, 14, 15]])
+    np.testing.assert_array_equal(data.read_idx(path)[5], [20, 21, 22, 23])
+    after = idx._gunzipped.cache_info()
+    assert (after.misses - before.misses, after.hits - before.hits) == (1, 1)
+    write_idx(path, np.arange(24).reshape(6, 4) + 100, True)
+    os.utime(path, ns=(1, 1))                 # the same size; the time tells it changed
+    assert data.read_idx(path)[0, 0] == 100
+    with open(path, "r+b") as fh:             # damaged in place: the error, not the old bytes
+        fh.truncate(30)
+    with pytest.raises(ValueError, match="cannot be read"):
+        data.read_idx(path)
+
+
 def test_synthetic_is_learnable_by_nearest_prototype():
     cfg = {"name": "synthetic", "path": None, "train_examples": 500, "test_examples": 200}
     d = data.load(cfg)

@@ -187,7 +187,8 @@ def test_a_corrupt_dataset_fails_every_rank_in_one_line(refusals, how, message):
 @needs_data
 def test_a_refused_job_exits_non_zero_from_every_rank(tmp_path):
     """The same refusal as a real launch: every process prints its line and the job ends."""
-    proc = lth(2, CONFIG, "--output", str(tmp_path / "r.h5"), *BAD_INPUTS[5][0], timeout=120)
+    proc = lth(2, CONFIG, "--output", str(tmp_path / "r.h5"), *BAD_INPUTS[5][0], timeout=120,
+               pooled=False)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = [l for l in proc.stderr.splitlines() if l.startswith("lth-mpi: error:")]
     assert len(lines) == 2 and BAD_INPUTS[5][1] in lines[0], proc.stderr     # one line per rank
