@@ -2,9 +2,10 @@
 
 Run on 2 ranks: a group of 2 trains one cell without and with synchronized BatchNorm and must
 end every epoch with bit-identical weights and moving statistics on both ranks, through
-Horovod (the grid's groups) and through mpi4py (the data-parallel dense phase); then rank 0
-alone trains the same cell (G = 1, sync on, and once more with 1 thread instead of 2 for the
-summation-order reference). Curves are written to OUT.npz for the test to compare.
+Horovod (the grid's groups) and through mpi4py (the data-parallel dense phase); then groups
+of one train the same cell (G = 1, with and without sync, and with sync on batches whose
+examples are reversed, the summation-order reference), rank 0 two of them and rank 1 one.
+Curves are written to OUT.npz for the test to compare.
 
 Usage: mpiexec -n 2 python -m mpi4py tests/mpi/check_batchnorm.py OUT.npz
 """
@@ -95,13 +96,18 @@ for sync in (False, True):
     assert len(checked) == 2
     found[f"world_sync{int(sync)}_weights"] = np.concatenate([w.ravel() for w in trainer.weights()])
 
+# groups of one, side by side (rank 0 two runs, rank 1 one: a cell's numbers do not depend on
+# the rank that trains it)
+alone = {}
+for name, sync, reverse in ([("g1_sync1", True, False), ("g1rev_sync1", True, True)]
+                            if layout.rank == 0 else [("g1_sync0", False, False)]):
+    hist, trainer = train(cfg_for(sync, 1), (0, 1), None, reverse=reverse)
+    alone[name] = hist["test_accuracy"]
+    alone[f"{name}_loss"] = hist["train_loss"]
+    alone[f"{name}_weights"] = np.concatenate([w.ravel() for w in trainer.weights()])
+parallel.wait_quietly()          # rank 1 finishes first: it must not spin in the gather
+for part in world.gather(alone) or []:   # None on rank 1
+    found.update(part)
 if layout.rank == 0:
-    for name, sync, reverse in (("g1_sync1", True, False), ("g1_sync0", False, False),
-                                ("g1rev_sync1", True, True)):
-        hist, trainer = train(cfg_for(sync, 1), (0, 1), None, reverse=reverse)
-        found[name] = hist["test_accuracy"]
-        found[f"{name}_loss"] = hist["train_loss"]
-        found[f"{name}_weights"] = np.concatenate([w.ravel() for w in trainer.weights()])
     np.savez(out, **found)
     print("batchnorm OK", {k: v for k, v in found.items() if "weights" not in k})
-parallel.wait_quietly()

@@ -13,20 +13,21 @@ sees the job end and reports its output.
 Usage: mpiexec -n 2 python -m mpi4py tests/mpi/pool.py SOCKET
 """
 import contextlib
+import importlib
 import io
 import os
 import sys
 import traceback
 from multiprocessing.connection import Listener
 
-from mpi4py import MPI
+sys.path[0] = os.getcwd()   # as under `python -m lth_mpi`: this checkout's modules, tests' too
+from mpi4py import MPI  # noqa: E402
 
-from lth_mpi import cli, parallel
+from lth_mpi import cli, parallel  # noqa: E402
 
-sys.path[0] = os.getcwd()   # as under `python -m lth_mpi`: the tests' own modules import
 world = MPI.COMM_WORLD
 listener = Listener(sys.argv[1], "AF_UNIX") if world.Get_rank() == 0 else None
-import lth_mpi.search  # noqa: E402,F401  (TensorFlow, imported while the tests go on)
+importlib.import_module("lth_mpi.search")   # TensorFlow, imported while the tests go on
 conn = listener.accept() if listener else None
 
 while True:
