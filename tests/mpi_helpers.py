@@ -57,7 +57,8 @@ class Pool:
         self.conn = Client(address, "AF_UNIX")
 
     def run(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
-        """`lth-mpi ARGV` on both ranks, as a launch of its own would report it."""
+        """`lth-mpi ARGV` on both ranks, as a launch of its own would report it; and, in
+        `.ranks`, each rank's exit code, stdout and stderr (None if the job aborted)."""
         start = os.path.getsize(self.log)
         self.conn.send(argv)
         if not self.conn.poll(timeout):
@@ -69,10 +70,14 @@ class Pool:
             code = self.job.wait(60)
             with open(self.log) as log:
                 log.seek(start)
-                return subprocess.CompletedProcess(argv, code, "", quiet(log.read()))
+                proc = subprocess.CompletedProcess(argv, code, "", quiet(log.read()))
+            proc.ranks = None
+            return proc
         codes, outs, errs = zip(*replies)
-        return subprocess.CompletedProcess(argv, next((c for c in codes if c), 0),
+        proc = subprocess.CompletedProcess(argv, next((c for c in codes if c), 0),
                                            "".join(outs), quiet("".join(errs)))
+        proc.ranks = [{"code": c, "stdout": o, "stderr": e} for c, o, e in replies]
+        return proc
 
     @property
     def alive(self) -> bool:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lth_mpi import data, plan, results
-from mpi_helpers import ENV, ROOT, assert_same_cells, launch, lth, mpiexec
+from mpi_helpers import ENV, ROOT, assert_same_cells, launch, lth, mpiexec, pool
 
 CONFIG = os.path.join(ROOT, "tests", "configs", "tiny_fashion.yaml")
 needs_data = pytest.mark.skipif(not os.path.isdir(data.FASHION_MNIST_DIR),
@@ -141,26 +141,23 @@ def corrupt_copy(tmp_path, how):
 
 @pytest.fixture(scope="module")
 def refusals(tmp_path_factory):
-    """Every bad input and corrupt dataset above, refused in one 2-rank job (each case is a
-    whole `lth-mpi run` on every rank, in-process: tests/mpi/check_refusals.py); by case,
-    (output path, what each rank printed and its exit code)."""
+    """Every bad input and corrupt dataset above, refused one after another in the suite's
+    2-rank job (each case a whole `lth-mpi run` on every rank, in-process: mpi_helpers.Pool);
+    by case, (output path, what each rank printed and its exit code)."""
     if not os.path.isdir(data.FASHION_MNIST_DIR):
         pytest.skip("dataset-fashion-mnist not installed")
     root = tmp_path_factory.mktemp("refusals")
-    cases, outputs = [], {}
+    found = {}
     for key, args in [*((f"bad{i}", a) for i, (a, _) in enumerate(BAD_INPUTS)),
                       *((how, None) for how, _ in CORRUPT)]:
         (root / key).mkdir()
         if args is None:
             args = ["--set", f"dataset.path={corrupt_copy(root / key, key)}"]
-        outputs[key] = str(root / key / "r.h5")
-        cases.append(["run", CONFIG, "--output", outputs[key], *args])
-    (root / "cases.json").write_text(json.dumps(cases))
-    proc = mpiexec(2, ["tests/mpi/check_refusals.py", str(root / "cases.json"),
-                       str(root / "found.json")], timeout=300)
-    assert proc.returncode == 0 and "refusals OK" in proc.stdout, proc.stdout + proc.stderr
-    found = json.loads((root / "found.json").read_text())
-    return {key: (outputs[key], ranks) for key, ranks in zip(outputs, found)}
+        output = str(root / key / "r.h5")
+        proc = pool().run(["run", CONFIG, "--output", output, *args], timeout=120)
+        assert proc.ranks, proc.stderr          # None: the case aborted the job
+        found[key] = (output, proc.ranks)
+    return found
 
 
 def assert_refused(output, ranks, *messages):
