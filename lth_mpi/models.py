@@ -11,8 +11,9 @@ from __future__ import annotations
 import importlib
 import inspect
 
-import keras
-from keras import layers
+from .keras_import import keras
+
+layers = keras.layers
 
 REGISTRY = {}
 

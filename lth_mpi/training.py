@@ -18,11 +18,10 @@ import dataclasses
 import time
 from typing import Callable
 
-import keras
 import numpy as np
-import tensorflow as tf
 
 from . import models, seeds
+from .keras_import import keras, tf
 
 
 def make_optimizer(train_cfg: dict) -> keras.optimizers.Optimizer:
