@@ -87,8 +87,10 @@ def test_keras_imported_without_matplotlib_which_stays_importable():
     """A rank's start-up skips matplotlib (Keras would import pyplot); the analysis can still."""
     import subprocess
     import sys
+    from mpi_helpers import ROOT
     code = ("import sys, lth_mpi.models\n"
             "assert 'matplotlib' not in sys.modules, 'matplotlib imported'\n"
             "import matplotlib.pyplot\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
