@@ -78,8 +78,8 @@ def thread_budget(layout: Layout, threads: int | None) -> int:
 
 def configure_tensorflow(layout: Layout, threads: int | None, allreduce: str = "auto") -> None:
     """Threads, GPU pinning and the group's allreduce (config parallel.allreduce, `auto`
-    resolved here, where the GPUs are known); must run before TensorFlow creates its first
-    tensor.
+    resolved here, where the GPUs are known; ValueError if it asks for an absent Horovod);
+    must run before TensorFlow creates its first tensor.
 
     GPUs are counted per node over all groups (hvd.local_rank() would count inside a group
     only, and two groups on a node would both claim GPU 0).
@@ -97,8 +97,14 @@ def configure_tensorflow(layout: Layout, threads: int | None, allreduce: str = "
     # Horovod's background thread, polling every cycle, takes the cores that train (2 cores:
     # resnet20's group-of-2 step 0.81-0.91x one rank with Horovod, 0.56-0.59x with mpi4py;
     # mobilenet_v2 0.80-1.06x and 0.65-0.72x)
+    # (and mpi4py wherever Horovod could not be built: run/install.sh goes on without it)
     if layout.group_size > 1:
-        layout.allreduce = allreduce if allreduce != "auto" else "horovod" if gpus else "mpi"
+        if allreduce == "auto":
+            allreduce = "horovod" if gpus and horovod_status()[0] else "mpi"
+        elif allreduce == "horovod" and not horovod_status()[0]:
+            raise ValueError("parallel.allreduce: horovod, but Horovod is absent: "
+                             f"{horovod_status()[2]}; use auto or mpi (mpi4py)")
+        layout.allreduce = allreduce
 
 
 def agree(error: str | None, comm=None) -> str | None:
@@ -407,21 +413,31 @@ class ResultChannel:
             time.sleep(poll)
 
 
+def horovod_status() -> tuple[str | None, dict, str | None]:
+    """(version, operations it was compiled with, None) if Horovod loads, else (None, {}, why):
+    the reason run/install.sh left in the environment when it could not build Horovod, or the
+    import's own error. Without Horovod the groups average with mpi4py."""
+    try:
+        import horovod
+        import horovod.tensorflow as hvd
+    except ImportError as exc:   # not installed, or built against another TensorFlow
+        note = os.path.join(sys.prefix, "share", "lth-mpi", "horovod-absent")
+        why = open(note).read().strip() if os.path.exists(note) else ""
+        return None, {}, why or f"not importable ({exc})"
+    # NCCL keeps GPU gradients on the GPU
+    return horovod.__version__, {"mpi": bool(hvd.mpi_built()), "nccl": bool(hvd.nccl_built()),
+                                 "gloo": bool(hvd.gloo_built()),
+                                 "cuda": bool(hvd.cuda_built())}, None
+
+
 def provenance(layout: Layout) -> dict:
     """Software versions, MPI library, hosts and rank layout, gathered on every rank."""
     import h5py
     import mpi4py
     import tensorflow as tf
     import keras
-    try:
-        import horovod
-        import horovod.tensorflow as hvd
-        hvd_version = horovod.__version__
-        # which operations this Horovod was compiled with: NCCL keeps GPU gradients on the GPU
-        hvd_built = {"mpi": bool(hvd.mpi_built()), "nccl": bool(hvd.nccl_built()),
-                     "gloo": bool(hvd.gloo_built()), "cuda": bool(hvd.cuda_built())}
-    except ImportError:
-        hvd_version, hvd_built = "not installed", {}
+    version, hvd_built, why = horovod_status()
+    hvd_version = version or f"absent: {why}"
     me = {"rank": layout.rank, "host": layout.host, "group": layout.group,
           "group_rank": layout.group_rank, "local_rank": layout.local_rank,
           "threads": layout.threads, "allreduce": layout.allreduce, "pid": os.getpid()}

@@ -93,8 +93,15 @@ def config_hash(cfg: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def check_resumable(f: h5py.File, path: str, cfg: dict, fingerprint: str | None) -> None:
-    """Refuse to continue a file of another format version, config or dataset."""
+# software whose version decides the numbers (Keras' initializers and layers, TensorFlow's
+# kernels): --resume refuses a change of these, as of a result-deciding config key. Horovod,
+# MPI, h5py and Python move only where and how fast, like NOT_RESULTS.
+RESULT_SOFTWARE = ("tensorflow", "keras")
+
+
+def check_resumable(f: h5py.File, path: str, cfg: dict, fingerprint: str | None,
+                    software: dict | None = None) -> None:
+    """Refuse to continue a file of another format version, config, dataset or stack."""
     check_format(f, path)
     version = int(f.attrs.get("format_version", 0))
     if version != VERSION:
@@ -109,6 +116,14 @@ def check_resumable(f: h5py.File, path: str, cfg: dict, fingerprint: str | None)
     if fingerprint and was and was != fingerprint:
         raise ValueError(f"--resume: {path} was written with other data: the dataset's "
                          f"fingerprint was {was}, it is now {fingerprint}")
+    was = json.loads(f.attrs.get("software", "{}"))
+    changed = [k for k in RESULT_SOFTWARE if k in was and was[k] != (software or was)[k]]
+    if changed:
+        raise ValueError(f"--resume: {path} was written with "
+                         + ", ".join(f"{k} {was[k]}" for k in changed) + "; this is "
+                         + ", ".join(f"{k} {software[k]}" for k in changed)
+                         + ": they decide results, so finish it with the stack that started "
+                         "it, or start a new --output")
 
 
 class Writer:
@@ -123,7 +138,7 @@ class Writer:
         self.iterative = config_mod.iterative(cfg)
         if resume and os.path.exists(path):
             with h5py.File(path, "r") as f:   # checked read-only: a refusal changes nothing
-                check_resumable(f, path, cfg, fingerprint)
+                check_resumable(f, path, cfg, fingerprint, provenance.get("software"))
             self.f = h5py.File(path, "a")
             self._remove_incomplete()
             self.f.attrs["resumed"] = int(self.f.attrs.get("resumed", 0)) + 1

@@ -348,10 +348,11 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
 
     points, iterative = cfg["rewind"]["points"], config_mod.iterative(cfg)
     layout = parallel.split(cfg["parallel"]["group_size"])
-    parallel.configure_tensorflow(layout, cfg["parallel"]["threads"], cfg["parallel"]["allreduce"])
     # this rank's data and model: checks that need them come before any file is created
     error = None
     try:
+        parallel.configure_tensorflow(layout, cfg["parallel"]["threads"],
+                                      cfg["parallel"]["allreduce"])
         group_data = data.load(cfg["dataset"], (layout.group_rank, layout.group_size))
         model, prunable_idx = training.build_for(cfg, group_data, cfg["seed"])
         if group_data.train_total < cfg["train"]["batch_size"]:

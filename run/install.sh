@@ -10,13 +10,17 @@
 # python3-venv for the running Python's version, g++, make, an MPI, Fashion-MNIST.
 #
 # Knobs (environment):
-#   PYTHON          the Python to make the .venv with (default python3; 3.10-3.12)
+#   PYTHON          the Python to make the .venv with (default: python3 if it is 3.10-3.13,
+#                   else the newest python3.13 ... python3.10 on PATH)
 #   LTH_VENV        the venv directory (default .venv)
 #   LTH_MPI         auto | mpich | openmpi. auto: the mpicc/mpiexec on PATH (cluster modules),
 #                   else Debian's MPICH. mpich/openmpi: Debian's package of that MPI, used by
 #                   name (mpicc.openmpi, ...) whatever the system default is.
-#   LTH_TF_PACKAGE  TensorFlow requirement (default tensorflow-cpu==2.18.1; GPU nodes:
-#                   "tensorflow[and-cuda]==2.18.1"). Horovod 0.28.1 builds against TF 2.15-2.18.
+#   LTH_TF_PACKAGE  TensorFlow requirement (default tensorflow-cpu==2.21.0; GPU nodes:
+#                   "tensorflow[and-cuda]==2.21.0"). A pinned version (==) replaces any other.
+#   LTH_HOROVOD     1 (default): build Horovod 0.28.1 from its sdist, with the project's source
+#                   fixes (run/fix_horovod.py); if the build fails, install goes on without it
+#                   and says why. 0: do not build it. The groups then average with mpi4py.
 #   LTH_GPU         auto | 0 | 1: build Horovod with NCCL for GPUs (auto: when TensorFlow is a
 #                   CUDA build). Needs nvcc (the CUDA toolkit) on PATH or in CUDA_HOME.
 #   LTH_WHEEL_CACHE where built mpi4py/Horovod wheels are kept, keyed by Python, MPI, TensorFlow
@@ -28,10 +32,12 @@ export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 cd "$LTH_ROOT"
 say() { echo "install: $*"; }
 die() { echo "install: error: $*" >&2; exit 1; }
-BASE=${PYTHON:-python3}
 MPI_KIND=${LTH_MPI:-auto}
-TF_PACKAGE=${LTH_TF_PACKAGE:-tensorflow-cpu==2.18.1}
-HOROVOD=horovod==0.28.1
+TF_PACKAGE=${LTH_TF_PACKAGE:-tensorflow-cpu==2.21.0}
+TF_PIN=; [[ $TF_PACKAGE == *==* ]] && TF_PIN=${TF_PACKAGE##*==}
+PYTHONS="3.13 3.12 3.11 3.10"       # what TensorFlow 2.21 has wheels for (none for 3.14 yet)
+HOROVOD_VERSION=0.28.1              # its last release; run/fix_horovod.py is keyed to it
+case "${LTH_HOROVOD:-1}" in 0|1) ;; *) die "LTH_HOROVOD=$LTH_HOROVOD: expected 0 or 1" ;; esac
 case "$MPI_KIND" in auto|mpich|openmpi) ;; *) die "LTH_MPI=$MPI_KIND: expected auto, mpich or openmpi" ;; esac
 
 can_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ -z "${LTH_NO_APT:-}" ]; }
@@ -47,14 +53,24 @@ need() {   # need WHAT APT-PACKAGE...: install with apt as root, else stop namin
 }
 
 # 1. The Python to build with: its headers (Python.h), venv, a C++ compiler and make.
-[ -n "$LTH_VENV" ] && [ -x "$LTH_VENV/bin/python" ] && BASE=$LTH_VENV/bin/python
-command -v "$BASE" >/dev/null || die "no $BASE: set PYTHON to a Python 3.10-3.12"
-pyver=$("$BASE" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-case "$pyver" in 3.10|3.11|3.12) ;; *) die "Python $pyver: TensorFlow 2.18 needs 3.10-3.12 (set PYTHON)" ;; esac
+pyver_of() { "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null; }
+supported() { [[ " $PYTHONS " == *" $1 "* ]]; }
+if [ -z "$LTH_VENV" ]; then BASE=python3          # the active environment's own
+elif [ -x "$LTH_VENV/bin/python" ]; then BASE=$LTH_VENV/bin/python
+elif [ -n "${PYTHON:-}" ]; then BASE=$PYTHON
+else                                # python3 if TensorFlow supports it, else the newest that is
+    BASE=python3
+    if ! supported "$(pyver_of python3)"; then
+        for v in $PYTHONS; do command -v "python$v" >/dev/null && { BASE=python$v; break; }; done
+    fi
+fi
+command -v "$BASE" >/dev/null || die "no $BASE: install a Python ${PYTHONS// /, } (or set PYTHON)"
+pyver=$(pyver_of "$BASE")
+supported "$pyver" || die "Python $pyver: TensorFlow 2.21 has wheels for Python ${PYTHONS// /, } only; install one (on a cluster: module load python/3.12) or set PYTHON"
 "$BASE" -c 'import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' \
-    2>/dev/null || need "Python.h (headers for Python $pyver)" "python$pyver-dev"
-command -v g++ >/dev/null || need "a C++ compiler (g++)" g++
-command -v make >/dev/null || need "make" make
+    2>/dev/null || need "Python.h (headers for Python $pyver; a cluster: module load python)" "python$pyver-dev"
+command -v g++ >/dev/null || need "a C++ compiler (g++; a cluster: module load gcc)" g++
+command -v make >/dev/null || need "make (a cluster: module load make)" make
 
 # 2. The environment: the user's own, or our .venv (made from BASE).
 if [ -n "$LTH_VENV" ] && [ ! -x "$LTH_VENV/bin/python" ]; then
@@ -110,8 +126,9 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
     else say "no /usr/share/datasets/fashion-mnist: point dataset.path at the IDX files"; fi
 fi
 
-# 5. TensorFlow. Horovod 0.28.1 compiles against TF 2.15-2.18 only: replace any other version.
-if ! has "import tensorflow as tf; v = tuple(map(int, tf.__version__.split('.')[:2])); assert (2, 15) <= v <= (2, 18)"; then
+# 5. TensorFlow: the pinned version replaces any other (an older stack's venv is upgraded;
+#    the wheel cache below is keyed by TensorFlow's version, so Horovod is rebuilt for it).
+if ! has "import tensorflow as tf; assert '$TF_PIN' in ('', tf.__version__)"; then
     say "installing $TF_PACKAGE"; pip install -q "$TF_PACKAGE"
 fi
 cuda_tf=$("$PY" -c 'import tensorflow as tf; print(int(tf.test.is_built_with_cuda()))' 2>/dev/null || echo 0)
@@ -128,8 +145,8 @@ if [ "$gpu" = 1 ]; then
     export HOROVOD_GPU_OPERATIONS=NCCL
 fi
 
-# 6. mpi4py and Horovod, compiled against this MPI (mpi4py's binary wheel expects another
-#    libmpi), this TensorFlow and, on GPUs, NCCL. Built wheels are kept, keyed by all of them,
+# 6. mpi4py, compiled against this MPI (its binary wheel expects another libmpi). Built
+#    wheels (mpi4py's and Horovod's) are kept, keyed by Python, MPI, TensorFlow and GPU build,
 #    so a second venv or a fresh clone installs in seconds.
 key=$( { "$PY" -c 'import sys, sysconfig, tensorflow as tf; print(sys.version, sysconfig.get_platform(), tf.__version__)'
          mpicc -show 2>/dev/null || mpicc -showme; mpiexec --version 2>&1 | head -n 3; echo "gpu=$gpu"; } \
@@ -150,18 +167,70 @@ if ! has "import mpi4py.MPI"; then   # absent, or a wheel linked to another libm
     say "mpi4py: building against $(command -v mpicc) (a few minutes; cached in ${cache:-nothing})"
     ( export MPICC; MPICC=$(command -v mpicc); build mpi4py mpi4py --no-binary mpi4py )
 fi
+# 7. Horovod, from its sdist with the project's source fixes for today's TensorFlow and GCC
+#    (run/fix_horovod.py, keyed to 0.28.1), and the highwayhash/farmhash headers TensorFlow's
+#    wheel ships under include/external without putting them on its include path. If it cannot
+#    be built, the install goes on without it: the groups average with mpi4py, and the reason
+#    is kept in the environment (share/lth-mpi/horovod-absent), where results files read it.
+notes=$("$PY" -c 'import os, sys; print(os.path.join(sys.prefix, "share", "lth-mpi"))')
+mkdir -p "$notes"; absent=$notes/horovod-absent why=
+hcache=${cache:+$cache/horovod-$(sha256sum "$LTH_ROOT/run/fix_horovod.py" | cut -c1-12)}
+build_horovod() {   # sets why and returns 1 if it cannot
+    local dir src log=$notes/horovod-build.log tfi flags= d
+    dir=${hcache:-$(mktemp -d)}; mkdir -p "$dir"
+    if ! compgen -G "$dir/horovod-*.whl" >/dev/null; then
+        src=$(mktemp -d)
+        pip download -q --no-deps --no-binary :all: --no-build-isolation -d "$src" \
+            "horovod==$HOROVOD_VERSION" >"$log" 2>&1 \
+            || { why="could not download the horovod==$HOROVOD_VERSION sdist (log: $log)"; return 1; }
+        tar -xzf "$src/horovod-$HOROVOD_VERSION.tar.gz" -C "$src"
+        "$PY" "$LTH_ROOT/run/fix_horovod.py" "$src/horovod-$HOROVOD_VERSION" | sed 's/^/install: Horovod source fix: /'
+        tfi=$("$PY" -c 'import tensorflow as tf; print(tf.sysconfig.get_include())' 2>/dev/null)
+        for d in external/highwayhash external/farmhash_archive/src; do
+            [ -d "$tfi/$d" ] && flags+=" -I$tfi/$d"
+        done
+        command -v cmake >/dev/null || pip install -q cmake
+        if ! ( export HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_MPI=1 HOROVOD_WITHOUT_GLOO=1 \
+                      HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 CXXFLAGS="${CXXFLAGS:-}$flags"
+               pip wheel -v --no-deps --no-cache-dir --no-build-isolation -w "$dir" \
+                   "$src/horovod-$HOROVOD_VERSION" ) >>"$log" 2>&1; then
+            why=$(grep -m1 -E '(error|Error):' "$log" | sed -E 's/^ *//; s|^[^ ]*/([^/ ]+:[0-9]+:)|\1|' | cut -c1-200)
+            [[ $why == *highwayhash* || $why == *farmhash* ]] && why+=" (Debian: apt-get install libhighwayhash-dev libfarmhash-dev; a cluster: a module that puts them on CPATH)"
+            why="its build failed: ${why:-see the log} (log: $log)"
+            rm -rf "$src"; return 1
+        fi
+        rm -rf "$src"
+    fi
+    pip uninstall -y -q horovod 2>/dev/null || true
+    pip install -q "$(ls -t "$dir"/horovod-*.whl | head -n 1)"
+    [ -n "$hcache" ] || rm -rf "$dir"
+}
 want_nccl=$([ "$gpu" = 1 ] && echo "assert h.nccl_built()" || echo "pass")
-if ! has "import horovod.tensorflow as h; assert h.mpi_built(); $want_nccl"; then
-    say "Horovod: building 0.28.1 with MPI + TensorFlow${HOROVOD_GPU_OPERATIONS:+ + NCCL} (about 2 minutes)"
-    command -v cmake >/dev/null || pip install -q cmake
-    ( export HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_MPI=1 HOROVOD_WITHOUT_GLOO=1 \
-             HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
-      build horovod "$HOROVOD" --no-build-isolation )
+if has "import horovod.tensorflow as h; assert h.mpi_built(); $want_nccl"; then
+    :
+elif [ "${LTH_HOROVOD:-1}" = 0 ]; then
+    why="not built (LTH_HOROVOD=0)"
+else
+    say "Horovod: building $HOROVOD_VERSION with MPI + TensorFlow${HOROVOD_GPU_OPERATIONS:+ + NCCL} (about 2 minutes; cached in ${hcache:-nothing})"
+    build_horovod || { pip uninstall -y -q horovod 2>/dev/null || true; }
+fi
+if [ -n "$why" ]; then
+    echo "$why" > "$absent"
+    say "Horovod: absent, $why; the groups average with mpi4py (parallel.allreduce: auto or mpi)"
+else
+    rm -f "$absent"
 fi
 
-# 7. The package itself (editable: `lth-mpi` lands in the environment's bin/), test extras.
+# 8. The package itself (editable: `lth-mpi` lands in the environment's bin/), test extras.
 pip install -q --no-build-isolation -e ".[test]"
-"$PY" -c "import horovod.tensorflow as h, mpi4py.MPI as M, tensorflow as tf, platform; \
-print('install: ok: Python', platform.python_version(), '| TF', tf.__version__, '| Horovod MPI', \
-bool(h.mpi_built()), 'NCCL', bool(h.nccl_built()), '|', M.Get_library_version().splitlines()[0].strip())"
 [ -z "$LTH_VENV" ] || say "to use it interactively: . ${LTH_VENV#"$LTH_ROOT"/}/bin/activate   (then lth-mpi is on PATH)"
+"$PY" - <<'EOF'
+import platform
+import keras, mpi4py.MPI as M, tensorflow as tf
+from lth_mpi.parallel import horovod_status
+version, built, why = horovod_status()
+ops = " + ".join(k.upper() for k, v in built.items() if v)
+hvd = f"Horovod {version} ({ops})" if version else f"Horovod absent: {why}"
+print("install: ok: Python", platform.python_version(), "| TF", tf.__version__, "| Keras",
+      keras.__version__, "|", hvd, "|", M.Get_library_version().splitlines()[0].strip())
+EOF

@@ -1,7 +1,21 @@
-"""Fixtures shared by the whole suite."""
+"""Fixtures shared by the whole suite, and the stack it runs on in its header."""
 import pytest
 
-from mpi_helpers import TINY, lth
+from mpi_helpers import HOROVOD, TINY, lth
+
+
+def pytest_report_header(config):
+    """What the suite tests: Horovod built and tested, or absent and why (its tests skip)."""
+    import platform
+
+    import keras
+    import mpi4py.MPI as M
+    import tensorflow as tf
+    version, built, why = HOROVOD
+    hvd = (f"Horovod {version} ({' + '.join(k.upper() for k, v in built.items() if v)})"
+           if version else f"Horovod absent: {why}")
+    return (f"stack: Python {platform.python_version()} | TensorFlow {tf.__version__} | "
+            f"Keras {keras.__version__} | {hvd} | {M.Get_library_version().splitlines()[0]}")
 
 
 @pytest.fixture(scope="session")

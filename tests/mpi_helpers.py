@@ -9,11 +9,19 @@ import tempfile
 import time
 from multiprocessing.connection import Client
 
+import pytest
+
+import lth_mpi.keras_import  # noqa: F401  (TensorFlow first, without its start-up chatter)
+from lth_mpi.parallel import horovod_status
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOISE = ("oneDNN custom operations", "cpu_feature_guard", "rebuild TensorFlow", "WARNING: All log")
 
 
 MPIEXEC = ["bash", os.path.join(ROOT, "run", "mpiexec.sh")]   # adds what this MPI needs
+# Horovod as run/install.sh left it: (version, operations, None), or (None, {}, why it is absent)
+HOROVOD = horovod_status()
+needs_horovod = pytest.mark.skipif(HOROVOD[0] is None, reason=f"Horovod absent: {HOROVOD[2]}")
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
 
 

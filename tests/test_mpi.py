@@ -1,7 +1,7 @@
 """MPI tests under real mpiexec at 2 and 4 ranks (the scripts work at any size)."""
 import pytest
 
-from mpi_helpers import mpiexec
+from mpi_helpers import mpiexec, needs_horovod
 
 SIZES = [2, 4]
 
@@ -14,7 +14,7 @@ def test_collectives(n, script):
     assert "OK" in proc.stdout
 
 
-@pytest.mark.parametrize("n, way", [(2, "mpi"), (4, "horovod")])
+@pytest.mark.parametrize("n, way", [(2, "mpi"), pytest.param(4, "horovod", marks=needs_horovod)])
 def test_data_parallel_group_of_two(n, way):
     """n=2: one group of 2; n=4: two independent groups of 2 at once (each way of averaging
     the gradients: the groups' default on CPUs, and Horovod's)."""
@@ -23,6 +23,7 @@ def test_data_parallel_group_of_two(n, way):
     assert "data parallel OK" in proc.stdout
 
 
+@needs_horovod
 def test_batchnorm_group_is_one_model_and_sync_matches_one_rank(tmp_path):
     """A ResNet (depth 8, 7 BatchNorm layers) on real Fashion-MNIST, a group of 2 against one
     rank.
