@@ -148,7 +148,7 @@ fi
 # 6. mpi4py, compiled against this MPI (its binary wheel expects another libmpi). Built
 #    wheels (mpi4py's and Horovod's) are kept, keyed by Python, MPI, TensorFlow and GPU build,
 #    so a second venv or a fresh clone installs in seconds.
-key=$( { "$PY" -c 'import sys, sysconfig, tensorflow as tf; print(sys.version, sysconfig.get_platform(), tf.__version__)'
+key=$( { "$PY" -c 'import sys, sysconfig, tensorflow as tf; print(sys.version, sysconfig.get_platform(), tf.__version__)' 2>/dev/null
          mpicc -show 2>/dev/null || mpicc -showme; mpiexec --version 2>&1 | head -n 3; echo "gpu=$gpu"; } \
        | sha256sum | cut -c1-16)
 cache=${LTH_WHEEL_CACHE-${XDG_CACHE_HOME:-$HOME/.cache}/lth-mpi/wheels}
@@ -226,11 +226,12 @@ pip install -q --no-build-isolation -e ".[test]"
 [ -z "$LTH_VENV" ] || say "to use it interactively: . ${LTH_VENV#"$LTH_ROOT"/}/bin/activate   (then lth-mpi is on PATH)"
 "$PY" - <<'EOF'
 import platform
-import keras, mpi4py.MPI as M, tensorflow as tf
+from lth_mpi.keras_import import keras, tf   # without TensorFlow's start-up chatter
+import mpi4py.MPI as M
 from lth_mpi.parallel import horovod_status
 version, built, why = horovod_status()
 ops = " + ".join(k.upper() for k, v in built.items() if v)
 hvd = f"Horovod {version} ({ops})" if version else f"Horovod absent: {why}"
 print("install: ok: Python", platform.python_version(), "| TF", tf.__version__, "| Keras",
-      keras.__version__, "|", hvd, "|", M.Get_library_version().splitlines()[0].strip())
+      keras.__version__, "|", hvd, "|", " ".join(M.Get_library_version().splitlines()[0].split()))
 EOF
