@@ -14,8 +14,9 @@ def pytest_report_header(config):
     version, built, why = HOROVOD
     hvd = (f"Horovod {version} ({' + '.join(k.upper() for k, v in built.items() if v)})"
            if version else f"Horovod absent: {why}")
+    mpi = " ".join(M.Get_library_version().splitlines()[0].split())
     return (f"stack: Python {platform.python_version()} | TensorFlow {tf.__version__} | "
-            f"Keras {keras.__version__} | {hvd} | {M.Get_library_version().splitlines()[0]}")
+            f"Keras {keras.__version__} | {hvd} | {mpi}")
 
 
 @pytest.fixture(scope="session")
