@@ -77,9 +77,9 @@ class NotAResultsFile(ValueError):
 
 # settings that change where things go or how fast, never the numbers beyond the order of
 # float sums: --resume ignores them (a moved dataset is found by path, and recognised by its
-# fingerprint)
+# fingerprint; XLA fuses the same operations; a cell trains the same whichever group takes it)
 NOT_RESULTS = ("output", "parallel.threads", "parallel.allreduce", "dataset.path",
-               "dataset.prefetch")
+               "dataset.prefetch", "train.xla", "parallel.assign")
 
 
 def result_keys(cfg: dict) -> dict:
@@ -107,11 +107,13 @@ def check_resumable(f: h5py.File, path: str, cfg: dict, fingerprint: str | None,
     if version != VERSION:
         raise ValueError(f"--resume: {path} has format version {version}, this lth-mpi "
                          f"writes {VERSION}; finish it with the version that started it")
-    if f.attrs["config_hash"] != config_hash(cfg):
+    if f.attrs["config_hash"] != config_hash(cfg):   # the keys decide: a file hashed with
+        # an older NOT_RESULTS resumes when only keys now known not to decide results differ
         old, new = result_keys(config_mod.yaml.safe_load(f.attrs["config"])), result_keys(cfg)
         keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        raise ValueError(f"--resume: {path} was written by a different config "
-                         f"({', '.join(keys) or 'hash'} differ)")
+        if keys:
+            raise ValueError(f"--resume: {path} was written by a different config "
+                             f"({', '.join(keys)} differ)")
     was = f.attrs.get("dataset_fingerprint")
     if fingerprint and was and was != fingerprint:
         raise ValueError(f"--resume: {path} was written with other data: the dataset's "

@@ -346,7 +346,9 @@ def test_a_cell_does_not_depend_on_who_trains_it(tmp_path):
 
 @needs_data
 def test_resume_is_decided_by_what_changes_results(tmp_path, tiny_run):
-    """Threads and a moved dataset do not block --resume; other data or another seed do."""
+    """Threads, XLA, the assignment of cells to groups and a moved dataset do not block
+    --resume (float summation order or who trains a cell, not the results); other data or
+    another seed do."""
     import shutil
     first, proc = tiny_run(2)              # written from the installed dataset's directory
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -354,7 +356,8 @@ def test_resume_is_decided_by_what_changes_results(tmp_path, tiny_run):
     shutil.copy(first, out)
     shutil.copytree(data.FASHION_MNIST_DIR, moved)
     proc = lth(2, CONFIG, "--output", out, "--resume", "--set", f"dataset.path={moved}",
-               "--set", "parallel.threads=1")
+               "--set", "parallel.threads=1", "--set", "train.xla=false",
+               "--set", "parallel.assign=cells")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "6 of 6 cells already done" in proc.stdout
     labels = moved / "train-labels-idx1-ubyte.gz"
