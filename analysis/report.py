@@ -108,11 +108,13 @@ def overview(res: Results) -> list:
 
 def selection_note(res: Results) -> str:
     n_val = res.config["dataset"].get("validation_examples")
+    gone = len(tickets.diverged(res.cells))
     if res.selection == "val":
         return ("Selection: early-stop points, the best ticket and the winning tickets are "
                 "chosen on the validation split (examples held out of the training split, "
                 f"{'the default size' if n_val is None else n_val}); every accuracy shown is "
-                "the test accuracy at the chosen point.")
+                "the test accuracy at the chosen point."
+                + (f" {gone} diverged cell(s) ignored by the selection." if gone else ""))
     return ("Selection: this file has no validation split (written before format version 2, "
             "or with dataset.validation_examples: 0), so early stops and tickets are chosen on "
             "the test set, which biases the accuracies reported upward.")

@@ -26,9 +26,11 @@ def accuracy(cell: dict, metric: str = "final", split: str = "test") -> float:
 
 
 def selection_split(dense: dict | None, cells: list[dict]) -> str:
-    """`val` when the dense run and every cell have validation curves, else `test`."""
+    """`val` when the dense run and every cell that trained to the end have validation
+    curves, else `test`. Diverged cells are left out: their NaN curves say nothing of the split
+    (one of them would otherwise move every selection onto the test set)."""
     have = [dense["val_accuracy"]] if dense is not None else []
-    have += [c["val_accuracy"] for c in cells]
+    have += [c["val_accuracy"] for c in trained(cells)]
     return "val" if have and all(np.all(np.isfinite(v)) for v in have) else "test"
 
 

@@ -80,4 +80,7 @@ def test_diverged_cells_are_results_and_the_grid_goes_on(tmp_path):
     assert rep.returncode == 0, rep.stdout + rep.stderr
     summary = (tmp_path / "rep" / "summary.md").read_text()
     assert "2 cell(s) diverged" in summary and "m00_r0_none (epoch 1)" in summary
+    # their NaN curves do not move the selection onto the test set (issue 23 part 1)
+    assert "chosen on the validation split" in summary
+    assert "2 diverged cell(s) ignored by the selection." in summary
     assert "| diverged |" in summary
