@@ -99,12 +99,13 @@ def configure_tensorflow(layout: Layout, threads: int | None, allreduce: str = "
     # mobilenet_v2 0.80-1.06x and 0.65-0.72x)
     # (and mpi4py wherever Horovod could not be built: run/install.sh goes on without it)
     if layout.group_size > 1:
-        if allreduce == "auto":
-            allreduce = "horovod" if gpus and horovod_status()[0] else "mpi"
-        elif allreduce == "horovod" and not horovod_status()[0]:
-            raise ValueError("parallel.allreduce: horovod, but Horovod is absent: "
-                             f"{horovod_status()[2]}; use auto or mpi (mpi4py)")
-        layout.allreduce = allreduce
+        if allreduce == "horovod" or (allreduce == "auto" and gpus):   # only then imported
+            version, _, why = horovod_status()
+            if allreduce == "horovod" and not version:
+                raise ValueError(f"parallel.allreduce: horovod, but Horovod is absent: {why}; "
+                                 "use auto or mpi (mpi4py)")
+            allreduce = "horovod" if version else "mpi"
+        layout.allreduce = "mpi" if allreduce == "auto" else allreduce
 
 
 def agree(error: str | None, comm=None) -> str | None:
@@ -428,6 +429,19 @@ def horovod_status() -> tuple[str | None, dict, str | None]:
     return horovod.__version__, {"mpi": bool(hvd.mpi_built()), "nccl": bool(hvd.nccl_built()),
                                  "gloo": bool(hvd.gloo_built()),
                                  "cuda": bool(hvd.cuda_built())}, None
+
+
+def stack() -> str:
+    """The stack on one line (the install's last line, the test suite's header): Python,
+    TensorFlow, Keras, Horovod with its operations or why it is absent, the MPI library."""
+    import platform
+    from .keras_import import keras, tf
+    version, built, why = horovod_status()
+    ops = " + ".join(k.upper() for k, v in built.items() if v)
+    hvd = f"Horovod {version} ({ops})" if version else f"Horovod absent: {why}"
+    mpi = " ".join(MPI.Get_library_version().splitlines()[0].split())
+    return (f"Python {platform.python_version()} | TensorFlow {tf.__version__} | "
+            f"Keras {keras.__version__} | {hvd} | {mpi}")
 
 
 def provenance(layout: Layout) -> dict:

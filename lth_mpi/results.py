@@ -119,7 +119,7 @@ def check_resumable(f: h5py.File, path: str, cfg: dict, fingerprint: str | None,
         raise ValueError(f"--resume: {path} was written with other data: the dataset's "
                          f"fingerprint was {was}, it is now {fingerprint}")
     was = json.loads(f.attrs.get("software", "{}"))
-    changed = [k for k in RESULT_SOFTWARE if k in was and was[k] != (software or was)[k]]
+    changed = [k for k in RESULT_SOFTWARE if software and k in was and was[k] != software[k]]
     if changed:
         raise ValueError(f"--resume: {path} was written with "
                          + ", ".join(f"{k} {was[k]}" for k in changed) + "; this is "

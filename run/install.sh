@@ -153,19 +153,22 @@ key=$( { "$PY" -c 'import sys, sysconfig, tensorflow as tf; print(sys.version, s
        | sha256sum | cut -c1-16)
 cache=${LTH_WHEEL_CACHE-${XDG_CACHE_HOME:-$HOME/.cache}/lth-mpi/wheels}
 [ -n "$cache" ] && cache=$cache/$key
-build() {   # build NAME SPEC [pip wheel options]: install NAME from the cache, building it if absent
-    local name=$1 spec=$2 dir; shift 2
-    dir=${cache:-$(mktemp -d)}; mkdir -p "$dir"
-    if ! compgen -G "$dir/$name-*.whl" >/dev/null; then
-        pip wheel -q --no-deps --no-cache-dir -w "$dir" "$@" "$spec"
+build() {   # build NAME DIR MAKE [ARGS]: install NAME from its newest wheel in DIR (a temporary
+            # directory if DIR is empty), first running `MAKE DIR ARGS` to put one there if none is
+    local name=$1 dir=${2:-$(mktemp -d)} kept=$2 make=$3; shift 3
+    mkdir -p "$dir"
+    if ! compgen -G "$dir/$name-*.whl" >/dev/null && ! "$make" "$dir" "$@"; then
+        [ -n "$kept" ] || rm -rf "$dir"
+        return 1
     fi
     pip uninstall -y -q "$name" 2>/dev/null || true
     pip install -q "$(ls -t "$dir"/"$name"-*.whl | head -n 1)"
-    [ -n "$cache" ] || rm -rf "$dir"
+    [ -n "$kept" ] || rm -rf "$dir"
 }
+wheel() { local dir=$1; shift; pip wheel -q --no-deps --no-cache-dir -w "$dir" "$@"; }
 if ! has "import mpi4py.MPI"; then   # absent, or a wheel linked to another libmpi
     say "mpi4py: building against $(command -v mpicc) (a few minutes; cached in ${cache:-nothing})"
-    ( export MPICC; MPICC=$(command -v mpicc); build mpi4py mpi4py --no-binary mpi4py )
+    ( export MPICC; MPICC=$(command -v mpicc); build mpi4py "$cache" wheel --no-binary mpi4py mpi4py )
 fi
 # 7. Horovod, from its sdist with the project's source fixes for today's TensorFlow and GCC
 #    (run/fix_horovod.py, keyed to 0.28.1), and the highwayhash/farmhash headers TensorFlow's
@@ -175,35 +178,29 @@ fi
 notes=$("$PY" -c 'import os, sys; print(os.path.join(sys.prefix, "share", "lth-mpi"))')
 mkdir -p "$notes"; absent=$notes/horovod-absent why=
 hcache=${cache:+$cache/horovod-$(sha256sum "$LTH_ROOT/run/fix_horovod.py" | cut -c1-12)}
-build_horovod() {   # sets why and returns 1 if it cannot
-    local dir src log=$notes/horovod-build.log tfi flags= d
-    dir=${hcache:-$(mktemp -d)}; mkdir -p "$dir"
-    if ! compgen -G "$dir/horovod-*.whl" >/dev/null; then
-        src=$(mktemp -d)
-        pip download -q --no-deps --no-binary :all: --no-build-isolation -d "$src" \
-            "horovod==$HOROVOD_VERSION" >"$log" 2>&1 \
-            || { why="could not download the horovod==$HOROVOD_VERSION sdist (log: $log)"; return 1; }
-        tar -xzf "$src/horovod-$HOROVOD_VERSION.tar.gz" -C "$src"
-        "$PY" "$LTH_ROOT/run/fix_horovod.py" "$src/horovod-$HOROVOD_VERSION" | sed 's/^/install: Horovod source fix: /'
-        tfi=$("$PY" -c 'import tensorflow as tf; print(tf.sysconfig.get_include())' 2>/dev/null)
-        for d in external/highwayhash external/farmhash_archive/src; do
-            [ -d "$tfi/$d" ] && flags+=" -I$tfi/$d"
-        done
-        command -v cmake >/dev/null || pip install -q cmake
-        if ! ( export HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_MPI=1 HOROVOD_WITHOUT_GLOO=1 \
-                      HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 CXXFLAGS="${CXXFLAGS:-}$flags"
-               pip wheel -v --no-deps --no-cache-dir --no-build-isolation -w "$dir" \
-                   "$src/horovod-$HOROVOD_VERSION" ) >>"$log" 2>&1; then
-            why=$(grep -m1 -E '(error|Error):' "$log" | sed -E 's/^ *//; s|^[^ ]*/([^/ ]+:[0-9]+:)|\1|' | cut -c1-200)
-            [[ $why == *highwayhash* || $why == *farmhash* ]] && why+=" (Debian: apt-get install libhighwayhash-dev libfarmhash-dev; a cluster: a module that puts them on CPATH)"
-            why="its build failed: ${why:-see the log} (log: $log)"
-            rm -rf "$src"; return 1
-        fi
-        rm -rf "$src"
+horovod_wheel() {   # horovod_wheel DIR: the patched sdist built into DIR; sets why if it cannot
+    local dir=$1 src log=$notes/horovod-build.log tfi flags= d
+    src=$(mktemp -d)
+    pip download -q --no-deps --no-binary :all: --no-build-isolation -d "$src" \
+        "horovod==$HOROVOD_VERSION" >"$log" 2>&1 \
+        || { why="could not download the horovod==$HOROVOD_VERSION sdist (log: $log)"; rm -rf "$src"; return 1; }
+    tar -xzf "$src/horovod-$HOROVOD_VERSION.tar.gz" -C "$src"
+    "$PY" "$LTH_ROOT/run/fix_horovod.py" "$src/horovod-$HOROVOD_VERSION" | sed 's/^/install: Horovod source fix: /'
+    tfi=$("$PY" -c 'import tensorflow as tf; print(tf.sysconfig.get_include())' 2>/dev/null)
+    for d in external/highwayhash external/farmhash_archive/src; do
+        [ -d "$tfi/$d" ] && flags+=" -I$tfi/$d"
+    done
+    command -v cmake >/dev/null || pip install -q cmake
+    if ! ( export HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_MPI=1 HOROVOD_WITHOUT_GLOO=1 \
+                  HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 CXXFLAGS="${CXXFLAGS:-}$flags"
+           pip wheel -v --no-deps --no-cache-dir --no-build-isolation -w "$dir" \
+               "$src/horovod-$HOROVOD_VERSION" ) >>"$log" 2>&1; then
+        why=$(grep -m1 -E '(error|Error):' "$log" | sed -E 's/^ *//; s|^[^ ]*/([^/ ]+:[0-9]+:)|\1|' | cut -c1-200)
+        [[ $why == *highwayhash* || $why == *farmhash* ]] && why+=" (Debian: apt-get install libhighwayhash-dev libfarmhash-dev; a cluster: a module that puts them on CPATH)"
+        why="its build failed: ${why:-see the log} (log: $log)"
     fi
-    pip uninstall -y -q horovod 2>/dev/null || true
-    pip install -q "$(ls -t "$dir"/horovod-*.whl | head -n 1)"
-    [ -n "$hcache" ] || rm -rf "$dir"
+    rm -rf "$src"
+    [ -z "$why" ]
 }
 want_nccl=$([ "$gpu" = 1 ] && echo "assert h.nccl_built()" || echo "pass")
 if has "import horovod.tensorflow as h; assert h.mpi_built(); $want_nccl"; then
@@ -212,7 +209,7 @@ elif [ "${LTH_HOROVOD:-1}" = 0 ]; then
     why="not built (LTH_HOROVOD=0)"
 else
     say "Horovod: building $HOROVOD_VERSION with MPI + TensorFlow${HOROVOD_GPU_OPERATIONS:+ + NCCL} (about 2 minutes; cached in ${hcache:-nothing})"
-    build_horovod || { pip uninstall -y -q horovod 2>/dev/null || true; }
+    build horovod "$hcache" horovod_wheel || { pip uninstall -y -q horovod 2>/dev/null || true; }
 fi
 if [ -n "$why" ]; then
     echo "$why" > "$absent"
@@ -224,14 +221,4 @@ fi
 # 8. The package itself (editable: `lth-mpi` lands in the environment's bin/), test extras.
 pip install -q --no-build-isolation -e ".[test]"
 [ -z "$LTH_VENV" ] || say "to use it interactively: . ${LTH_VENV#"$LTH_ROOT"/}/bin/activate   (then lth-mpi is on PATH)"
-"$PY" - <<'EOF'
-import platform
-from lth_mpi.keras_import import keras, tf   # without TensorFlow's start-up chatter
-import mpi4py.MPI as M
-from lth_mpi.parallel import horovod_status
-version, built, why = horovod_status()
-ops = " + ".join(k.upper() for k, v in built.items() if v)
-hvd = f"Horovod {version} ({ops})" if version else f"Horovod absent: {why}"
-print("install: ok: Python", platform.python_version(), "| TF", tf.__version__, "| Keras",
-      keras.__version__, "|", hvd, "|", " ".join(M.Get_library_version().splitlines()[0].split()))
-EOF
+"$PY" -c 'from lth_mpi.parallel import stack; print("install: ok:", stack())'

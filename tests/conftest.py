@@ -1,22 +1,13 @@
 """Fixtures shared by the whole suite, and the stack it runs on in its header."""
 import pytest
 
-from mpi_helpers import HOROVOD, TINY, lth
+from mpi_helpers import TINY, lth
 
 
 def pytest_report_header(config):
     """What the suite tests: Horovod built and tested, or absent and why (its tests skip)."""
-    import platform
-
-    import keras
-    import mpi4py.MPI as M
-    import tensorflow as tf
-    version, built, why = HOROVOD
-    hvd = (f"Horovod {version} ({' + '.join(k.upper() for k, v in built.items() if v)})"
-           if version else f"Horovod absent: {why}")
-    mpi = " ".join(M.Get_library_version().splitlines()[0].split())
-    return (f"stack: Python {platform.python_version()} | TensorFlow {tf.__version__} | "
-            f"Keras {keras.__version__} | {hvd} | {mpi}")
+    from lth_mpi.parallel import stack
+    return f"stack: {stack()}"
 
 
 @pytest.fixture(scope="session")
