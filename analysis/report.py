@@ -15,8 +15,7 @@ from . import AnalysisError, amdahl, figures, tickets, timeline
 from .load import Results, load
 
 from lth_mpi import config as lth_config
-from lth_mpi import plan
-from lth_mpi.results import select as results_select
+from lth_mpi.results import per_rewind, select as results_select
 
 FORMATS = ("md", "html")
 
@@ -174,11 +173,12 @@ def accuracy_section(res: Results, metric: str, window, figs: dict) -> list:
 
 
 def _control_columns(res: Results) -> list:
-    """(control, rewind or -1, column label): random_mask per rewind point, reinit once."""
+    """(control, rewind or -1, column label): random_mask (and iterative random_reinit) per
+    rewind point, one-shot reinit once."""
     out = []
     for ctl in res.controls:
         out += ([(ctl, r, f"{ctl} {res.point_label(r)}") for r in range(len(res.points))]
-                if ctl in plan.REWOUND_CONTROLS else [(ctl, -1, ctl)])
+                if per_rewind(ctl, res.cells, res.config) else [(ctl, -1, ctl)])
     return out
 
 
@@ -234,9 +234,10 @@ def winners_section(res: Results, metric: str, tolerance: float | None) -> tuple
         row = [c["name"], _remain(c["sparsity"]), res.point_label(c["rewind"]),
                f"{100 * tickets.accuracy(c, metric, split):.2f}",
                f"{100 * a:.2f}{_sd(c, metric)}", f"{100 * (a - test_ref):+.2f}"]
-        for ctl in res.controls:   # the same mask (and rewind, for a random mask)
+        for ctl in res.controls:   # the same mask (and rewind, for a per-rewind control)
+            each = per_rewind(ctl, res.cells, res.config)
             hit = [k for k in res.cells if k["mask"] == c["mask"] and k["control"] == ctl
-                   and (ctl not in plan.REWOUND_CONTROLS or k["rewind"] == c["rewind"])]
+                   and (not each or k["rewind"] == c["rewind"])]
             row.append(_control_entry(hit, metric))
         rows.append(row)
     return out + [("table", head, rows)], wins

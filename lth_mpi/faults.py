@@ -3,7 +3,8 @@
 `LTH_FAULT=ACTION:POINT[:N]` makes the N-th time (default the first) the writer reaches
 POINT fail: `exit` ends the process at once (as SIGKILL or a node loss would, mid-write),
 `enospc` raises the OSError a full disk gives. Points: dense-curves, dense-masks (inside
-the dense phase's writes), cell-curves, cell-attrs (inside a cell's). Unset, it costs one
+the dense phase's writes), cell-curves, cell-attrs (inside a cell's), cell-replace (after a
+cell kept under keep_weights: best is complete, before the copy it replaces is deleted). Unset, it costs one
 dictionary lookup per write.
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 
-POINTS = ("dense-curves", "dense-masks", "cell-curves", "cell-attrs")
+POINTS = ("dense-curves", "dense-masks", "cell-curves", "cell-attrs", "cell-replace")
 _hits: dict[str, int] = {}
 
 

@@ -3,14 +3,15 @@
 Pure numpy, no TensorFlow or MPI. A chain is one rewind point and control (plan.chains);
 level 1 prunes `rate` of the dense net's trained weights, level l prunes `rate` of what level
 l - 1 kept, by the magnitude of level l - 1's trained weights, and every level retrains from
-the chain's rewind point (or, for random_reinit, from a fresh initialization). The
-random_mask chain prunes the same counts at random, so its masks never depend on training.
+the chain's rewind point. Controls do not prune: at level l they train the ticket chain's
+level-l mask from a fresh initialization (random_reinit) or shuffled within each layer
+(random_mask), as open_lth's control branches do (search.cell_inputs).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import pruning, seeds
+from . import pruning
 
 
 class Levels:
@@ -19,7 +20,7 @@ class Levels:
 
     def __init__(self, cfg: dict, names: list[str], shapes: list[tuple],
                  rates: dict[str, float]):
-        self.seed, self.prune = cfg["seed"], cfg["prune"]
+        self.prune = cfg["prune"]
         self.names, self.shapes, self.rates = list(names), [tuple(s) for s in shapes], rates
 
     def _step(self, scores: list[np.ndarray], masks: list[np.ndarray]) -> list[np.ndarray]:
@@ -36,16 +37,11 @@ class Levels:
     def dense(self) -> list[np.ndarray]:
         return [np.ones(s, bool) for s in self.shapes]
 
-    def first(self, control: str, dense_kernels: list[np.ndarray]) -> list[np.ndarray]:
-        """Level 1's mask: from the trained dense kernels, or at random for random_mask."""
-        return self.next(control, 1, dense_kernels, self.dense())
+    def first(self, dense_kernels: list[np.ndarray]) -> list[np.ndarray]:
+        """Level 1's mask, from the trained dense kernels."""
+        return self.next(dense_kernels, self.dense())
 
-    def next(self, control: str, level: int, trained: list[np.ndarray],
-             masks: list[np.ndarray]) -> list[np.ndarray]:
-        """The mask of `level` (1..L), pruned from level - 1's `masks` by the magnitude of
-        level - 1's `trained` kernels; random_mask chains draw their scores from (seed,
-        RANDOM_MASK, level) instead, so every rewind point gets the same random masks."""
-        if control == "random_mask":
-            rng = np.random.default_rng(seeds.derive(self.seed, seeds.RANDOM_MASK, level))
-            trained = [rng.random(s) for s in self.shapes]
+    def next(self, trained: list[np.ndarray], masks: list[np.ndarray]) -> list[np.ndarray]:
+        """The next level's mask, pruned from this level's `masks` by the magnitude of this
+        level's `trained` kernels."""
         return self._step([np.abs(t) for t in trained], masks)

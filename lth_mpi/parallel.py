@@ -394,15 +394,22 @@ class ResultChannel:
             self.received[status.Get_source()] = self.received.get(status.Get_source(), 0) + 1
             self.on_result(buf)
 
-    def finish(self, leaders: list[int], poll: float = 0.02) -> None:
+    def finish(self, leaders: list[int], poll: float = 0.02, tick=None) -> None:
         """Writer: take cells until every other group leader has said it ended and all the
-        cells it announced have arrived (sleeping between polls). Others: complete sends."""
+        cells it announced have arrived. Others: complete sends (the writer takes them
+        between its epochs). Both sleep between polls and run `tick()` at each (a rank with
+        nothing left to train still passes a stop request on)."""
         if not self.layout.is_writer:
-            MPI.Request.Waitall([req for req, _ in self.pending])
+            while not MPI.Request.Testall([req for req, _ in self.pending]):
+                if tick is not None:
+                    tick()
+                time.sleep(poll)
             self.pending.clear()
             return
         announced, status = {}, MPI.Status()
         while True:
+            if tick is not None:
+                tick()
             self.drain()
             while self.layout.world.Iprobe(MPI.ANY_SOURCE, END_TAG, status):
                 buf = np.empty(1, np.int64)

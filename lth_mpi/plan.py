@@ -31,15 +31,41 @@ class Cell:
 REWOUND_CONTROLS = ("random_mask",)   # trained from every rewind point, like the tickets
 
 
+def rewound_controls(cfg: dict) -> tuple[str, ...]:
+    """Controls with one cell per (mask, rewind point): random_mask always; random_reinit
+    under iterative pruning too, since each rewind point's ticket chain prunes masks of its
+    own from level 2 on and the control takes that chain's mask (Frankle & Carbin's control:
+    the ticket's mask, a fresh initialization)."""
+    return REWOUND_CONTROLS + ("random_reinit",) * config.iterative(cfg)
+
+
+def follows_ticket(cell: Cell, cfg: dict) -> bool:
+    """Iterative pruning's controls train the level-l mask of their rewind point's ticket
+    chain (random_mask: shuffled within each layer), so they run once that chain has pruned
+    it (the second pass)."""
+    return cell.control != "none" and config.iterative(cfg)
+
+
+def passes(grid: list[Cell], cfg: dict) -> list[tuple[list[Cell], bool]]:
+    """The grid in passes run one after the other, each as (cells, chained): the tickets
+    first (chained under iterative pruning: a chain's levels run in order on one group),
+    then cells that need masks the first pass makes (independent of each other)."""
+    later = [c for c in grid if follows_ticket(c, cfg)]
+    first = [c for c in grid if not follows_ticket(c, cfg)]
+    return [(first, config.iterative(cfg))] + [(later, False)] * bool(later)
+
+
 def cells(n_masks: int, n_rewinds: int, controls: list[str] = (),
-          replicates: int | None = None) -> list[Cell]:
+          replicates: int | None = None, rewound: tuple[str, ...] = REWOUND_CONTROLS
+          ) -> list[Cell]:
     """Every (mask, rewind) ticket, then each control in the order given: random_reinit one
     cell per mask (a fresh init), random_mask one per (mask, rewind) (a random mask of the
-    ticket's per-layer counts on the same rewound weights). With `replicates` (the number of
-    `seeds`), all of that once per replicate, replicate after replicate."""
+    ticket's per-layer counts on the same rewound weights); a control in `rewound` one per
+    (mask, rewind). With `replicates` (the number of `seeds`), all of that once per
+    replicate, replicate after replicate."""
     out = [(m, r, "none") for m in range(n_masks) for r in range(n_rewinds)]
     for c in controls:
-        if c in REWOUND_CONTROLS:
+        if c in rewound:
             out += [(m, r, c) for m in range(n_masks) for r in range(n_rewinds)]
         else:
             out += [(m, -1, c) for m in range(n_masks)]
@@ -52,7 +78,7 @@ def grid_for(cfg: dict, n_masks: int) -> list[Cell]:
     """The grid of a config, given its number of masks (or levels)."""
     seeds = cfg.get("seeds")
     return cells(n_masks, len(cfg["rewind"]["points"]), cfg["controls"],
-                 None if seeds is None else len(seeds))
+                 None if seeds is None else len(seeds), rewound_controls(cfg))
 
 
 def chains(grid: list[Cell]) -> list[list[Cell]]:
@@ -85,18 +111,19 @@ def assign(grid: list[Cell], n_groups: int, by: str = "masks") -> list[list[Cell
 def start_iteration(cell: Cell, cfg: dict, steps_per_epoch: int) -> int:
     """Where a cell's training starts. Under rewind.retrain: remaining, a ticket rewound to k
     trains the remaining T - k (iterations k+1..T, as open_lth does); under full, and for
-    controls (which start from a fresh init), all T."""
-    if cell.rewind < 0 or not config.remaining(cfg):
+    random_reinit (which starts from a fresh init), all T."""
+    if cell.rewind < 0 or cell.control == "random_reinit" or not config.remaining(cfg):
         return 0
     point = cfg["rewind"]["points"][cell.rewind]
     return point * steps_per_epoch if cfg["rewind"]["unit"] == "epoch" else point
 
 
-def assignment(cfg: dict) -> str:
-    """How cells are dealt to groups: dynamic (a shared queue), or statically; iterative
-    pruning deals whole chains either way."""
+def assignment(cfg: dict, chained: bool | None = None) -> str:
+    """How cells are dealt to groups: dynamic (a shared queue), or statically; chains
+    (iterative pruning's first pass) are dealt whole either way."""
     by = cfg["parallel"]["assign"]
-    return "chains" if config.iterative(cfg) and by != "dynamic" else by
+    chained = config.iterative(cfg) if chained is None else chained
+    return "chains" if chained and by != "dynamic" else by
 
 
 def length(cell: Cell, cfg: dict, steps_per_epoch: int) -> int:
@@ -105,12 +132,13 @@ def length(cell: Cell, cfg: dict, steps_per_epoch: int) -> int:
 
 
 def queue(grid: list[Cell], cfg: dict, steps_per_epoch: int,
-          done: set[str] = frozenset()) -> list[list[Cell]]:
+          done: set[str] = frozenset(), chained: bool | None = None) -> list[list[Cell]]:
     """Dynamic scheduling's tasks, in the order groups take them: each unfinished cell (each
     chain's unfinished levels, under iterative pruning), longest first, so that short ones
     fill the gaps at the end (longest-processing-time first: at most 4/3 of the optimum,
     usually within a cell of it)."""
-    units = (chains(grid) if config.iterative(cfg) else [[c] for c in grid])
+    chained = config.iterative(cfg) if chained is None else chained
+    units = (chains(grid) if chained else [[c] for c in grid])
     units = [[c for c in u if c.name not in done] for u in units]
     return sorted((u for u in units if u),
                   key=lambda u: -sum(length(c, cfg, steps_per_epoch) for c in u))
@@ -122,15 +150,15 @@ def describe(cfg: dict, world_size: int, sparsities: list[float],
     sp, pts = sparsities, cfg["rewind"]["points"]
     grid = grid_for(cfg, len(sp))
     g = cfg["parallel"]["group_size"]
-    dynamic = assignment(cfg) == "dynamic"
-    groups = [grid] * (world_size // g) if dynamic else \
-        assign(grid, world_size // g, assignment(cfg))
+    n_groups, dynamic = world_size // g, cfg["parallel"]["assign"] == "dynamic"
     unit = cfg["rewind"]["unit"]
     p = cfg["prune"]
     if config.iterative(cfg):
         what = (f"{len(sp)} levels of iterative pruning (rate {p['rate']:g}"
                 + "".join(f", {k} {v:g}" for k, v in p["layer_rates"].items())
-                + f"; {len(chains(grid))} chains, one per rewind point and control)")
+                + f"; {len(chains(passes(grid, cfg)[0][0]))} ticket chains, one per rewind "
+                "point" + ("; the controls train each chain's masks once it has pruned them"
+                           if cfg["controls"] else "") + ")")
     elif config.gradual(cfg):
         what = (f"{len(sp)} final sparsities of gradual pruning (from {p['initial']:g} at "
                 f"iteration {p['begin']} to the final one at {p['end']}, every "
@@ -143,7 +171,7 @@ def describe(cfg: dict, world_size: int, sparsities: list[float],
              + (f", x {len(seeds)} replicates (seeds {seeds})" if seeds else "")
              + f" = {len(grid)} cells",
              f"output: {cfg['output']}",
-             f"ranks: {world_size} in {len(groups)} groups of {g}; "
+             f"ranks: {world_size} in {n_groups} groups of {g}; "
              + (f"dense phases of the {len(seeds)} seeds dealt round robin over the ranks"
                 if seeds and cfg["parallel"]["dense"] == "rank0" else
                 "dense phase on rank 0" if cfg["parallel"]["dense"] == "rank0"
@@ -154,24 +182,31 @@ def describe(cfg: dict, world_size: int, sparsities: list[float],
                 else f"every cell retrains {cfg['train']['epochs']} epochs")]
 
     def cell_line(c):
-        r = f"rewind {unit} {pts[c.rewind]}" if c.rewind >= 0 else "fresh init"
+        r = (f"fresh init, mask of the {unit} {pts[c.rewind]} ticket"
+             if c.control == "random_reinit" and c.rewind >= 0 else
+             "fresh init" if c.rewind < 0 else f"rewind {unit} {pts[c.rewind]}")
         if unit == "epoch":   # counted in epochs: one step per epoch
             r += f", trains epochs {start_iteration(c, cfg, 1) + 1}-{cfg['train']['epochs']}"
         mark = " [done]" if c.name in done else ""
         level = f"level {c.mask + 1}, " if config.iterative(cfg) else ""
         return f"  {c.name}: {level}sparsity {sp[c.mask]:.4g}, {r}, control {c.control}{mark}"
 
-    if dynamic:
-        order = queue(grid, cfg, steps_per_epoch, done)
-        left = sum(len(t) for t in order)
-        lines.append(f"{len(groups)} groups take {len(order)} tasks from a shared queue as they "
-                     f"free up, longest first: {left} trainings"
-                     + (f" ({len(grid) - left} already done)" if left < len(grid) else ""))
-        return "\n".join(lines + [cell_line(c) for t in order for c in t])
-    for i, mine in enumerate(groups):
-        todo = [c for c in mine if c.name not in done]
-        lines.append(f"group {i} (ranks {i * g}-{i * g + g - 1}): {len(todo)} trainings"
-                     + (f" ({len(mine) - len(todo)} already done)" if len(todo) < len(mine) else ""))
-        for c in mine:
-            lines.append(cell_line(c))
+    for n, (cells_, chained) in enumerate(passes(grid, cfg)):
+        if n:
+            lines.append("then, once the first pass has pruned their masks:")
+        if dynamic:
+            order = queue(cells_, cfg, steps_per_epoch, done, chained)
+            left = sum(len(t) for t in order)
+            lines.append(f"{n_groups} groups take {len(order)} tasks from a shared queue as "
+                         f"they free up, longest first: {left} trainings"
+                         + (f" ({len(cells_) - left} already done)" if left < len(cells_)
+                            else ""))
+            lines += [cell_line(c) for t in order for c in t]
+            continue
+        for i, mine in enumerate(assign(cells_, n_groups, assignment(cfg, chained))):
+            todo = [c for c in mine if c.name not in done]
+            lines.append(f"group {i} (ranks {i * g}-{i * g + g - 1}): {len(todo)} trainings"
+                         + (f" ({len(mine) - len(todo)} already done)" if len(todo) < len(mine)
+                            else ""))
+            lines += [cell_line(c) for c in mine]
     return "\n".join(lines)

@@ -114,6 +114,11 @@ def check_resumable(f: h5py.File, path: str, cfg: dict, fingerprint: str | None,
         if keys:
             raise ValueError(f"--resume: {path} was written by a different config "
                              f"({', '.join(keys)} differ)")
+    if config_mod.iterative(cfg) and any("_init_" in n or g.attrs.get("control") != "none"
+                                         and "mask_next" in g for n, g in f["cells"].items()):
+        raise ValueError(f"--resume: {path} was written when iterative pruning's controls "
+                         "pruned masks of their own (not the ticket's); run it again into a "
+                         "new file")
     was = f.attrs.get("dataset_fingerprint")
     if fingerprint and was and was != fingerprint:
         raise ValueError(f"--resume: {path} was written with other data: the dataset's "
@@ -155,13 +160,28 @@ class Writer:
                 a["dataset_fingerprint"] = fingerprint
             self.f.create_group("cells")
         self.best = {}     # mask index -> (score, name) of the ticket holding weights (best)
-        for name, g in self.f["cells"].items():
-            if "weights" in g and self.keep == "best":
-                self.best[int(g.attrs["mask"])] = (score(g.attrs), name)
+        if self.keep == "best":
+            self._keep_only_best()
         for key, value in provenance.items():
             self.f.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
         self.f.attrs["status"] = "running"
         self.f.attrs["job_started"] = time.time()     # this job's start (lth-mpi status)
+        self.f.flush()
+
+    def _keep_only_best(self):
+        """keep_weights best on a resumed file: one copy per mask, the best (the earliest
+        cell on a tie, as when it ran). A stop between a new copy's completion and the old
+        copy's deletion leaves two; the lesser goes now."""
+        held = {}
+        for name, g in self.f["cells"].items():
+            if "weights" in g:
+                held.setdefault(int(g.attrs["mask"]), []).append(
+                    (score(g.attrs), -int(g.attrs["id"]), name))
+        for mask, copies in held.items():
+            copies.sort(reverse=True)
+            self.best[mask] = (copies[0][0], copies[0][2])
+            for _, _, name in copies[1:]:
+                del self.f["cells"][name]["weights"]
         self.f.flush()
 
     def _remove_incomplete(self):
@@ -266,6 +286,7 @@ class Writer:
         g.attrs["complete"] = 1
         self.f.flush()
         if replaces:     # only now: a stop before this leaves two copies, never none
+            faults.hit("cell-replace")
             del self.f["cells"][replaces]["weights"]
             self.f.flush()
 
@@ -313,6 +334,13 @@ class Writer:
         g = self.f["cells"][name]
         mask = g["mask_next"][()] if "mask_next" in g else np.zeros(size, np.uint8)
         return mask, g.attrs["status"] == "diverged"
+
+    def cell_mask(self, name: str) -> np.ndarray | None:
+        """The bit-packed mask the finished cell `name` trained with, or None if it is not
+        in the file (iterative pruning: a level its chain never reached)."""
+        g = self.f["cells"].get(name)
+        return g["mask"][()] if g is not None and cell_complete(self.f, g) and "mask" in g \
+            else None
 
 
 def score(attrs) -> float:
@@ -503,6 +531,15 @@ def dense_accuracies(f: h5py.File) -> list[float]:
     return out
 
 
+def per_rewind(control: str, cells: list[dict], cfg: dict) -> bool:
+    """Does the file hold `control` once per rewind point (else once per mask)? Its cells
+    say (files written before iterative random_reinit followed the ticket chains hold it
+    once); with none written yet, the rule of today's grid."""
+    mine = [c for c in cells if c["control"] == control]
+    return any(c["rewind"] >= 0 for c in mine) if mine else \
+        control in plan_mod.rewound_controls(cfg)
+
+
 def accuracy_table(path: str) -> str:
     """Final test accuracy by sparsity (rows) and rewind point (columns), as text."""
     def read(f):
@@ -515,7 +552,7 @@ def accuracy_table(path: str) -> str:
     columns = [("none", r, f"{unit} {p}") for r, p in enumerate(points)]
     for ctl in cfg["controls"]:
         columns += ([(ctl, r, f"{ctl} {unit} {p}") for r, p in enumerate(points)]
-                    if ctl in plan_mod.REWOUND_CONTROLS else [(ctl, -1, ctl)])
+                    if per_rewind(ctl, cells, cfg) else [(ctl, -1, ctl)])
     iterative, seeds = config_mod.iterative(cfg), config_mod.replicates(cfg)
     head = ["level"] * iterative + ["sparsity", "remain"] + [label for _, _, label in columns]
     rows = []

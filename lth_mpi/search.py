@@ -129,7 +129,7 @@ def dense_phase(cfg, dense_data, group=None, stop=None):
                           for s in cfg["prune"]["sparsities"]]), trained)
     if config_mod.iterative(cfg):   # level 1's mask; each chain prunes the later ones itself
         levels = levels_for(cfg, model, prunable_idx)
-        first = levels.first("none", list(kernels.values()))
+        first = levels.first(list(kernels.values()))
         return (history, ckpts, pruning.pack_masks(first)[None],
                 np.array(levels.sparsities()), trained)
     packed, realized = [], []
@@ -142,8 +142,9 @@ def dense_phase(cfg, dense_data, group=None, stop=None):
 
 def cell_inputs(cfg, cell, dataset, shapes, prunable_idx, ckpts, packed, chain_mask=None):
     """(start weights, masks or None) of a cell: its rewind checkpoint (a fresh init for
-    random_reinit) and its mask (a random one of the same counts for random_mask; the
-    chain's current one under iterative pruning; none yet under gradual)."""
+    random_reinit) and its mask: the sparsity's, or under iterative pruning `chain_mask`
+    (the chain's current level, or the ticket's a control follows); random_mask shuffles it
+    within each layer; none yet under gradual."""
     r, seed = max(cell.replicate, 0), config_mod.seeded(cfg, cell.replicate)["seed"]
     if cell.control == "random_reinit":
         fresh, _ = training.build_for(cfg, dataset, seeds.derive(seed, seeds.REINIT, cell.mask))
@@ -151,12 +152,11 @@ def cell_inputs(cfg, cell, dataset, shapes, prunable_idx, ckpts, packed, chain_m
     else:
         start = training.unflatten(ckpts[r][cell.rewind], shapes)
     kernel_shapes = [shapes[i] for i in prunable_idx]
-    if config_mod.iterative(cfg):
-        return start, pruning.unpack_masks(chain_mask, kernel_shapes)
     if config_mod.gradual(cfg):
         return start, None        # dense at the start; pruned on schedule while training
-    masks = pruning.unpack_masks(packed[r][cell.mask], kernel_shapes)
-    if cell.control == "random_mask":   # the same for every rewind point
+    masks = pruning.unpack_masks(chain_mask if config_mod.iterative(cfg)
+                                 else packed[r][cell.mask], kernel_shapes)
+    if cell.control == "random_mask":   # keyed by the mask: same counts, same draw
         masks = pruning.random_like(masks, seeds.derive(seed, seeds.RANDOM_MASK, cell.mask))
     return start, masks
 
@@ -194,12 +194,12 @@ def gradual_pruner(cfg: dict, final: float, trainer, start: int):
     return on_step
 
 
-def chain_starts(layout, grid, done, writer, levels, packed, packed_len):
-    """Iterative pruning: the bit-packed mask each chain trains its first unfinished level
-    with, on every rank, and the chains a diverged level ended. A new chain starts from the
-    dense phase's level-1 mask (random_mask: a random one); a resumed chain from the mask
-    its last finished level pruned for the next (read by the writer from the file).
-    `levels`: replicate -> imp.Levels; `packed`: the dense phases' masks, replicate first."""
+def chain_starts(layout, grid, done, writer, packed, packed_len):
+    """Iterative pruning: the bit-packed mask each ticket chain of `grid` trains its first
+    unfinished level with, on every rank, and the chains a diverged level ended. A new chain
+    starts from the dense phase's level-1 mask; a resumed chain from the mask its last
+    finished level pruned for the next (read by the writer from the file).
+    `packed`: the dense phases' masks, replicate first."""
     chains = plan.chains(grid)
     rows = stopped = None
     if layout.is_writer:
@@ -208,9 +208,6 @@ def chain_starts(layout, grid, done, writer, levels, packed, packed_len):
             finished = [c for c in chain if c.name in done]
             if finished:
                 mask, diverged = writer.chain_start(finished[-1].name, packed_len)
-            elif chain[0].control == "random_mask":
-                first = levels[chain[0].replicate].first("random_mask", None)
-                mask, diverged = pruning.pack_masks(first), False
             else:
                 mask, diverged = packed[max(chain[0].replicate, 0)][0], False
             rows.append(mask)
@@ -220,6 +217,24 @@ def chain_starts(layout, grid, done, writer, levels, packed, packed_len):
     stopped = parallel.bcast_object(stopped)
     return ({c[0].chain: row for c, row in zip(chains, rows)},
             {c[0].chain for c, s in zip(chains, stopped) if s})
+
+
+def ticket_masks(layout, writer, grid, cells, done, packed_len) -> dict:
+    """Iterative pruning's controls: {name: bit-packed mask} of the ticket each
+    follows (same level, rewind point and replicate), read by the writer from the file once
+    the chains have run; a level its chain never reached (it diverged first) has none."""
+    tickets = {(c.mask, c.rewind, c.replicate): c.name for c in grid if c.control == "none"}
+    want = [c for c in cells if c.name not in done]
+    rows = None
+    if layout.is_writer:
+        got = [writer.cell_mask(tickets[c.mask, c.rewind, c.replicate]) for c in want]
+        rows = [np.zeros(packed_len, np.uint8) if m is None else m for m in got] or \
+            [np.zeros(packed_len, np.uint8)]
+        have = [m is not None for m in got]
+    rows = parallel.bcast_array(None if rows is None else np.stack(rows),
+                                (max(len(want), 1), packed_len), np.uint8)
+    have = parallel.bcast_object(have if layout.is_writer else None)
+    return {c.name: row for c, row, h in zip(want, rows, have) if h}
 
 
 def replicate_indices(cfg: dict) -> list[int]:
@@ -410,20 +425,10 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
     group = parallel.group_reducers(layout)
     trainer = training.Trainer(model, group_data, cfg["train"], prunable_idx, group,
                                stop=stopper.requested)
-    chain_masks, ended = chain_starts(layout, grid, done, writer, levels, packed, packed_len) \
+    chain_masks, ended = chain_starts(layout, plan.passes(grid, cfg)[0][0], done, writer,
+                                      packed, packed_len) \
         if iterative else ({}, set())
     spe = trainer.steps_per_epoch
-    work = None
-    if plan.assignment(cfg) == "dynamic":   # groups take the longest task left as they free up
-        tasks, work = plan.queue(grid, cfg, spe, done), parallel.WorkQueue(layout)
-
-        def taken():
-            while (i := work.take()) < len(tasks):
-                yield from tasks[i]
-        todo = taken()
-    else:
-        mine = plan.assign(grid, layout.n_groups, plan.assignment(cfg))[layout.group]
-        todo = [c for c in mine if c.name not in done]
     t_grid = time.time()
     # cells differ in length (a late rewind trains less): the ETA counts iterations, not cells
     length = {c.id: plan.length(c, cfg, spe) for c in grid}
@@ -450,7 +455,8 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
         progress["work"] += length[cell.id]
         elapsed = time.time() - t_grid
         eta = elapsed / progress["work"] * (progress["total"] - progress["work"])
-        where = f"{cfg['rewind']['unit']} {point}" if point is not None else "fresh init"
+        where = (f"{cfg['rewind']['unit']} {point}" if cell.control != "random_reinit"
+                 else "fresh init")
         outcome = (f"DIVERGED in epoch {diverged}" if diverged
                    else f"acc {hist['test_accuracy'][-1]:.4f}")
         print(f"[{progress['done'] + len(done):>4}/{len(grid)}] {cell.name:<24} sparsity "
@@ -458,62 +464,91 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
               f"cell {res.t_end - res.t_start:6.1f}s  elapsed {elapsed:7.1f}s  ETA {eta:7.1f}s",
               flush=True)
 
-    channel = parallel.ResultChannel(layout, on_result if layout.is_writer else None)
-    drain = (lambda epoch: channel.drain()) if layout.is_writer else None
-    interrupted = False
     # a cell's data order is keyed by its place within its replicate: replicate k runs
     # exactly the search that `seed: seeds[k]` alone would
     per_replicate = len(grid) // len(reps)
     keep = cfg["results"]["keep_weights"]
-    for cell in todo:
-        if cell.chain in ended:   # a diverged level ends its chain: nothing to prune from
-            continue
-        t = time.time()
-        start, masks = cell_inputs(cfg, cell, group_data, shapes, prunable_idx, ckpts, packed,
-                                   chain_masks.get(cell.chain))
-        # the group starts from the leader's exact bits, as Horovod's examples do
-        if group is not None:
-            start = training.unflatten(group.broadcast(training.flatten(start)), shapes)
-        try:
-            hist = train_cell(cfg, cell, trainer, start, masks, sp[cell.mask], per_replicate,
-                              drain)
-        except training.Interrupted:   # this cell is dropped: --resume trains it again
-            interrupted = True
-            timeline.add("cell", t, cell.id)
-            break
-        timeline.add("cell", t, cell.id)
-        result = results.CellResult(cell.id, layout.group, t, time.time(), hist)
-        weights = trainer.weights()
-        if keep == "all" or keep == "best" and cell.control == "none":
-            result.weights = training.flatten(weights)
-        if config_mod.gradual(cfg):     # the mask the schedule ended with
-            result.mask = pruning.pack_masks(trainer.current_masks())
-        if iterative:   # the level's mask, and the next level's pruned from its weights
-            result.mask = pruning.pack_masks(masks)
-            if hist["diverged"]:
-                ended.add(cell.chain)
-            elif cell.mask + 1 < len(sp):
-                trained = [weights[i] for i in prunable_idx]
-                following = levels[cell.replicate].next(cell.control, cell.mask + 2, trained,
-                                                        masks)
-                chain_masks[cell.chain] = result.mask_next = pruning.pack_masks(following)
-        if layout.is_leader:
-            channel.send(result.encode())
 
-    # --- 6. gather: remaining cells to the writer, then every rank's timings ---------------
-    t = time.time()
-    if layout.is_leader and not layout.is_writer:
-        channel.end()
-    channel.finish([g * layout.group_size for g in range(1, layout.n_groups)])
-    timeline.add("drain", t)
-    t = time.time()
-    parallel.wait_quietly()
-    if work is not None:
-        work.free()        # collective: after the barrier, so nobody spins in it
-    timeline.add("gather", t)
+    def run_pass(cells, chained, mask_of, last):
+        """Train this group's share of `cells` (dealt statically or taken from a queue),
+        send each result to the writer, and gather: True if the job was stopped."""
+        work, stopped = None, False
+        if plan.assignment(cfg, chained) == "dynamic":   # the longest task left, as groups free up
+            tasks, work = plan.queue(cells, cfg, spe, done, chained), parallel.WorkQueue(layout)
+
+            def taken():
+                while (i := work.take()) < len(tasks):
+                    yield from tasks[i]
+            todo = taken()
+        else:
+            mine = plan.assign(cells, layout.n_groups, plan.assignment(cfg, chained))[layout.group]
+            todo = [c for c in mine if c.name not in done]
+        channel = parallel.ResultChannel(layout, on_result if layout.is_writer else None)
+        drain = (lambda epoch: channel.drain()) if layout.is_writer else None
+        for cell in todo:
+            mask = mask_of(cell)
+            if cell.chain in ended or iterative and mask is None:   # a diverged level ended
+                continue                                           # its chain: nothing to prune
+            t = time.time()
+            start, masks = cell_inputs(cfg, cell, group_data, shapes, prunable_idx, ckpts,
+                                       packed, mask)
+            # the group starts from the leader's exact bits, as Horovod's examples do
+            if group is not None:
+                start = training.unflatten(group.broadcast(training.flatten(start)), shapes)
+            try:
+                hist = train_cell(cfg, cell, trainer, start, masks, sp[cell.mask], per_replicate,
+                                  drain)
+            except training.Interrupted:   # this cell is dropped: --resume trains it again
+                stopped = True
+                timeline.add("cell", t, cell.id)
+                break
+            timeline.add("cell", t, cell.id)
+            result = results.CellResult(cell.id, layout.group, t, time.time(), hist)
+            weights = trainer.weights()
+            if keep == "all" or keep == "best" and cell.control == "none":
+                result.weights = training.flatten(weights)
+            if config_mod.gradual(cfg):     # the mask the schedule ended with
+                result.mask = pruning.pack_masks(trainer.current_masks())
+            if iterative:   # the level's mask, and the next level's pruned from its weights
+                result.mask = pruning.pack_masks(masks)
+                if hist["diverged"] and chained:
+                    ended.add(cell.chain)
+                elif chained and cell.mask + 1 < len(sp):
+                    trained = [weights[i] for i in prunable_idx]
+                    following = levels[cell.replicate].next(trained, masks)
+                    chain_masks[cell.chain] = result.mask_next = pruning.pack_masks(following)
+            if layout.is_leader:
+                channel.send(result.encode())
+
+        # gather: remaining cells to the writer
+        t = time.time()
+        if layout.is_leader and not layout.is_writer:
+            channel.end()
+        channel.finish([g * layout.group_size for g in range(1, layout.n_groups)],
+                       tick=stopper.requested)
+        timeline.add("drain", t)
+        t = time.time()
+        parallel.wait_quietly(tick=stopper.requested)
+        if work is not None:
+            work.free()        # collective: after the barrier, so nobody spins in it
+        timeline.add("gather", t)
+        # did any rank stop early? A request after the last pass's last cell changes
+        # nothing; before a later pass, it stops the job there.
+        stopped = stopped or not last and stopper.requested()
+        return parallel.agree("stopped" if stopped else None) is not None
+
+    interrupted = False
+    passes = plan.passes(grid, cfg)
+    for n, (cells, chained) in enumerate(passes):
+        last = n == len(passes) - 1
+        if n == 0:
+            interrupted = run_pass(cells, chained, lambda c: chain_masks.get(c.chain), last)
+        elif not interrupted:   # iterative pruning's controls: the masks the chains pruned
+            followed = ticket_masks(layout, writer, grid, cells, done, packed_len)
+            interrupted = run_pass(cells, chained, lambda c: followed.get(c.name), last)
+
+    # --- 6. every rank's timings; the file is complete unless the job was stopped -----------
     stopper.finish()
-    # did any rank stop early? (a stop request that came after its last cell changes nothing)
-    interrupted = parallel.agree("stopped" if interrupted else None) is not None
     table = parallel.gather_rows(timeline.table(layout.rank))
     if layout.is_writer:
         writer.write_timings(table, t_setup)

@@ -60,7 +60,11 @@ def report(path: str, now: float | None = None) -> str:
         lines.append(f"queue: {left} cells left, each taken by the next group to free up "
                      f"({s['n_groups']} group(s))")
     elif s["status"] == "running":
-        groups = plan.assign(grid, s["n_groups"], plan.assignment(cfg))
+        groups = [[] for _ in range(s["n_groups"])]
+        for cells_, chained in plan.passes(grid, cfg):
+            for g, mine in enumerate(plan.assign(cells_, s["n_groups"],
+                                                 plan.assignment(cfg, chained))):
+                groups[g] += mine
         busy = [f"group {g} ({len([c for c in mine if c.name not in done])} left)"
                 for g, mine in enumerate(groups) if any(c.name not in done for c in mine)]
         lines.append("busy: " + (", ".join(busy) if busy else "none (finishing)"))

@@ -58,23 +58,17 @@ def test_the_first_step_from_dense_is_the_one_shot_mask(scope):
         np.testing.assert_array_equal(step[n], shot[n])
 
 
-def test_levels_random_control_ignores_the_weights_and_keeps_the_counts():
+def test_levels_prune_to_each_levels_exact_sparsity():
     cfg = config.load(raw={"model": {"name": "x"}, "prune": {"mode": "iterative", "levels": 3},
                            "parallel": {"group_size": 1}})
     w = weights()
     levels = imp.Levels(cfg, list(w), [a.shape for a in w.values()], {"out": 0.1})
-    first = levels.first("none", list(w.values()))
-    rand_a = levels.first("random_mask", list(weights(5).values()))
-    rand_b = levels.first("random_mask", None)
-    for a, b, m in zip(rand_a, rand_b, first):
-        np.testing.assert_array_equal(a, b)              # the same for every rewind point
-    # the ticket's counts in each pool: the output layer alone, the rest as one (global)
-    assert rand_a[2].sum() == first[2].sum()
-    assert rand_a[0].sum() + rand_a[1].sum() == first[0].sum() + first[1].sum()
-    assert any((a != m).any() for a, m in zip(rand_a, first))
-    second = levels.next("none", 2, list(weights(7).values()), first)
     total = sum(a.size for a in w.values())
-    assert 1 - sum(m.sum() for m in second) / total == levels.sparsities()[1]
+    mask = levels.first(list(w.values()))
+    for level, seed in enumerate((None, 7, 8)):
+        if seed is not None:
+            mask = levels.next(list(weights(seed).values()), mask)
+        assert 1 - sum(m.sum() for m in mask) / total == levels.sparsities()[level]
 
 
 def test_config_keys_of_each_mode_are_refused_in_the_other():
@@ -98,17 +92,28 @@ def test_config_keys_of_each_mode_are_refused_in_the_other():
 
 
 def test_chains_stay_whole_and_in_level_order():
-    grid = plan.cells(4, 2, ["random_reinit", "random_mask"])
-    chains = plan.chains(grid)
-    assert [c[0].chain for c in chains] == [(0, "none", -1), (1, "none", -1),
-                                            (-1, "random_reinit", -1), (0, "random_mask", -1),
-                                            (1, "random_mask", -1)]
+    cfg = {"prune": {"mode": "iterative"}}
+    grid = plan.cells(4, 2, ["random_reinit", "random_mask"], rewound=plan.rewound_controls(cfg))
+    (first, chained), (later, independent) = plan.passes(grid, cfg)
+    assert chained and not independent
+    # the controls follow each rewind point's ticket chain: they run after the chains
+    for ctl in ("random_reinit", "random_mask"):
+        assert sorted((c.mask, c.rewind) for c in later if c.control == ctl) == \
+            [(m, r) for m in range(4) for r in (0, 1)]
+    assert len(later) == 16 and {c.control for c in first} == {"none"}
+    chains = plan.chains(first)
+    assert [c[0].chain for c in chains] == [(0, "none", -1), (1, "none", -1)]
     for groups in (1, 2, 3):
-        dealt = plan.assign(grid, groups, "chains")
-        assert sorted(c.id for g in dealt for c in g) == [c.id for c in grid]
+        dealt = plan.assign(first, groups, "chains")
+        assert sorted(c.id for g in dealt for c in g) == [c.id for c in first]
         for g in dealt:
             for chain in {c.chain for c in g}:
                 assert [c.mask for c in g if c.chain == chain] == [0, 1, 2, 3]
+        # the followers are independent cells: dealt round robin, not as chains
+        dealt = plan.assign(later, groups, plan.assignment({**cfg, "parallel": {
+            "assign": "masks"}}, chained=False))
+        assert sorted(c.id for g in dealt for c in g) == sorted(c.id for c in later)
+        assert all(dealt)   # every group gets some: they are not one chain per rewind
 
 
 def test_a_cell_result_survives_its_encoding():
@@ -156,7 +161,7 @@ def imp_run(tmp_path_factory):
 def test_iterative_chains_write_each_level_with_its_mask(imp_run):
     out, proc = imp_run
     cells = {c["name"]: c for c in results.read_cells(out)}
-    assert len(cells) == 3 * 5      # 3 levels x (2 ticket chains, reinit, 2 random_mask)
+    assert len(cells) == 3 * 6      # 3 levels x 2 rewinds x (ticket, reinit, random_mask)
     masks = masks_of(out)
     with h5py.File(out, "r") as f:
         levels = f["masks"].attrs["sparsity_target"]
@@ -165,8 +170,8 @@ def test_iterative_chains_write_each_level_with_its_mask(imp_run):
         first = f["masks"][0]
         assert f["masks"].shape[0] == 1                 # level 1 only; the rest per cell
     total = sum(int(np.prod(shapes[i])) for i in prunable)
-    for chain in ("r0_none", "r1_none", "init_random_reinit", "r0_random_mask",
-                  "r1_random_mask"):
+    for chain in ("r0_none", "r1_none", "r0_random_reinit", "r1_random_reinit",
+                  "r0_random_mask", "r1_random_mask"):
         prev = None
         for m in range(3):
             packed, following, level, realized, _ = masks[f"m{m:02d}_{chain}"]
@@ -174,33 +179,48 @@ def test_iterative_chains_write_each_level_with_its_mask(imp_run):
             assert level == m + 1
             assert 1 - bits.sum() / total == realized == levels[m]   # exact, every chain
             if prev is not None:
-                assert not (bits & ~prev[0]).any()                       # nested
-                np.testing.assert_array_equal(packed, prev[1])           # = what it pruned
+                if "random_mask" not in chain:     # a fresh shuffle at every level
+                    assert not (bits & ~prev[0]).any()                   # nested
+                if chain.endswith("none"):
+                    np.testing.assert_array_equal(packed, prev[1])       # = what it pruned
             prev = (bits, following)
         assert following is None                                         # last level
     # level 1 of the magnitude chains is the dense phase's mask; random_mask's is not
     np.testing.assert_array_equal(masks["m00_r0_none"][0], first)
-    np.testing.assert_array_equal(masks["m00_init_random_reinit"][0], first)
     assert (masks["m00_r0_random_mask"][0] != first).any()
-    # the next level's mask is the magnitude pruning of this level's trained weights
-    with h5py.File(out, "r") as f:
-        cfg = config.yaml.safe_load(f.attrs["config"])
-    names = [f"k{i}" for i in prunable]
-    kernel_shapes = [shapes[i] for i in prunable]
-    levels = imp.Levels(cfg, names, kernel_shapes,
-                        {"k4": 0.1})          # LeNet's output kernel is weight 4
+    # Frankle & Carbin's control: at every level, the ticket's own mask (its rewind point's
+    # chain), from a fresh initialization
+    for m in range(3):
+        for r in (0, 1):
+            np.testing.assert_array_equal(masks[f"m{m:02d}_r{r}_random_reinit"][0],
+                                          masks[f"m{m:02d}_r{r}_none"][0])
+            assert masks[f"m{m:02d}_r{r}_random_reinit"][1] is None     # it prunes nothing
+            assert cells[f"m{m:02d}_r{r}_random_reinit"]["rewind_point"] == [0, 1][r]
+    # the next level's mask is the magnitude pruning of this level's trained weights, checked
+    # from its definition: in each layer, of the weights this level kept, the rate (the
+    # output layer: 0.1) with the smallest |trained weight| go, the rest stay
     offsets = np.cumsum([0] + [int(np.prod(s)) for s in shapes])
-    for chain in ("r0_none", "r1_none", "init_random_reinit"):
+    kernel_shapes = [shapes[i] for i in prunable]
+    for chain in ("r0_none", "r1_none"):
         for m in range(2):
             packed, following, _, _, flat = masks[f"m{m:02d}_{chain}"]
-            trained = [flat[offsets[i]:offsets[i + 1]].reshape(shapes[i]) for i in prunable]
-            mask = pruning.unpack_masks(packed, kernel_shapes)
-            np.testing.assert_array_equal(
-                pruning.pack_masks(levels.next("none", m + 2, trained, mask)), following)
+            now = pruning.unpack_masks(packed, kernel_shapes)
+            nxt = pruning.unpack_masks(following, kernel_shapes)
+            for i, a, b in zip(prunable, now, nxt):
+                w = np.abs(flat[offsets[i]:offsets[i + 1]].reshape(shapes[i]))
+                rate = 0.1 if i == 4 else 0.2            # LeNet's output kernel is weight 4
+                assert not (b & ~a).any()
+                assert b.sum() == a.sum() - int(np.rint(rate * a.sum()))
+                assert w[a & ~b].max() <= w[b].min()
     # chains from different rewind points prune from different weights after level 1
     assert (masks["m01_r0_none"][0] != masks["m01_r1_none"][0]).any()
-    # random masks do not depend on training: the same at every rewind point
+    # random_mask: the ticket's level mask shuffled within each layer (layer-wise pruning
+    # keeps the same counts at every rewind point, so the draws agree there too)
     for m in range(3):
+        ticket = pruning.unpack_masks(masks[f"m{m:02d}_r0_none"][0], kernel_shapes)
+        shuffled = pruning.unpack_masks(masks[f"m{m:02d}_r0_random_mask"][0], kernel_shapes)
+        assert [int(k.sum()) for k in shuffled] == [int(k.sum()) for k in ticket]
+        assert any((a != b).any() for a, b in zip(shuffled, ticket))
         np.testing.assert_array_equal(masks[f"m{m:02d}_r0_random_mask"][0],
                                       masks[f"m{m:02d}_r1_random_mask"][0])
     assert "level  sparsity  remain" in proc.stdout
@@ -217,13 +237,36 @@ def test_a_chain_stopped_mid_level_resumes_from_its_last_finished_level(tmp_path
     assert len(kept) == 4
     # some chain stopped part-way: resume must continue it from its level's mask_next
     per_chain = [sum(n.endswith(c) for n in kept) for c in ("r0_none", "r1_none",
-                 "init_random_reinit", "r0_random_mask", "r1_random_mask")]
+                 "r0_random_mask", "r1_random_mask")]
     assert any(0 < k < 3 for k in per_chain), kept
     proc = lth(2, TINY, "--output", out, *IMP, "--resume")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "dense phase and 4 of 15 cells already done" in proc.stdout
+    assert "dense phase and 4 of 18 cells already done" in proc.stdout
     assert_same_cells(out, {c["name"]: c for c in results.read_cells(reference)})
     ref, got = masks_of(reference), masks_of(out)
     for name in ref:
         np.testing.assert_array_equal(got[name][0], ref[name][0])
         np.testing.assert_array_equal(got[name][4], ref[name][4])     # weights, bit for bit
+
+
+@needs_data
+def test_global_random_mask_keeps_the_tickets_counts_per_layer_at_every_level(tmp_path):
+    """Global pruning moves weights between layers level by level; the random control must
+    keep the ticket's count in each layer at each level, as it does under one-shot."""
+    out = str(tmp_path / "g.h5")
+    proc = lth(2, TINY, "--output", out, "--set", "prune.mode=iterative",
+               "--set", "prune.sparsities=null", "--set", "prune.levels=3",
+               "--set", "prune.rate=0.5", "--set", "prune.scope=global",
+               "--set", "rewind.points=[0]", "--set", "controls=[random_mask]",
+               "--set", "parallel.group_size=1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with h5py.File(out, "r") as f:
+        shapes = [tuple(s) for s in json.loads(f["weights"].attrs["shapes"])]
+        kernel_shapes = [shapes[i] for i in json.loads(f["weights"].attrs["prunable"])]
+        counts = {n: [int(k.sum()) for k in pruning.unpack_masks(g["mask"][()], kernel_shapes)]
+                  for n, g in f["cells"].items()}
+    for m in range(3):
+        assert counts[f"m{m:02d}_r0_random_mask"] == counts[f"m{m:02d}_r0_none"], m
+    # and global pruning did move the per-layer fractions away from uniform
+    fracs = [k / int(np.prod(s)) for k, s in zip(counts["m02_r0_none"], kernel_shapes)]
+    assert max(fracs) - min(fracs) > 0.05

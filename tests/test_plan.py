@@ -78,10 +78,14 @@ def test_the_queue_hands_out_the_longest_work_first():
     assert not done & set(left) and len(left) == len(grid) - 2
     # iterative pruning: a task is a whole chain's unfinished levels, in order
     cfg["prune"].update(mode="iterative", rate=0.2, layer_rates={})
-    chains = plan.queue(grid, cfg, 10, {"m00_r0_none"})
+    grid = plan.grid_for(cfg, 2)
+    chains = plan.queue(plan.passes(grid, cfg)[0][0], cfg, 10, {"m00_r0_none"})
     assert [len(t) for t in chains][0] == 2 and all(
         [c.mask for c in t] == sorted(c.mask for c in t) for t in chains)
     assert chains[-1][0].rewind == 1 and len(chains[-1]) == 2   # shortest chain last
     assert plan.assignment({**cfg, "parallel": {**cfg["parallel"], "assign": "masks"}}) == "chains"
     text = plan.describe(cfg, 2, [0.2, 0.36], steps_per_epoch=10)
-    assert "2 groups take 4 tasks from a shared queue as they free up, longest first" in text
+    assert "2 groups take 3 tasks from a shared queue as they free up, longest first" in text
+    # then random_reinit, one per (level, rewind point), each cell its own task
+    later = text[text.index("then, once the first pass has pruned their masks"):]
+    assert "2 groups take 6 tasks" in later and "mask of the epoch 2 ticket" in later

@@ -74,3 +74,32 @@ def test_a_signal_stops_the_job_cleanly_and_resume_finishes_it(tmp_path, plain, 
     proc = lth(2, CONFIG, "--output", out, *GROUPS_OF_ONE, "--resume")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert_same_cells(out, plain)
+
+
+def test_a_signal_to_a_rank_with_nothing_left_to_train_stops_the_job(tmp_path):
+    """One IMP chain on two groups of one: rank 1 has no work and waits for rank 0's chain.
+    A SIGTERM to it must stop the job like one to a training rank (it was ignored: the
+    waiting rank never looked, and the job ended `complete` with exit 0)."""
+    out = str(tmp_path / "r.h5")
+    cmd = launch(2, sys.executable, "-m", "mpi4py", "-m", "lth_mpi", "run", CONFIG,
+                 "--output", out, *GROUPS_OF_ONE, "--set", "prune.mode=iterative",
+                 "--set", "prune.sparsities=null", "--set", "prune.levels=8", "--set", "train.epochs=4",
+                 "--set", "rewind.points=[0]", "--set", "controls=[]")
+    job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           cwd=ROOT, env=ENV)
+    for line in job.stdout:
+        if line.startswith("[   1/8]"):           # rank 0 trains level 2; rank 1 waits
+            break
+    os.kill(rank_pid(job, 1), signal.SIGTERM)
+    stdout, stderr = job.communicate(timeout=120)
+    assert job.returncode == 4, stdout + stderr
+    lines = [l for l in stderr.splitlines() if l.startswith("lth-mpi: stopped:")]
+    assert len(lines) == 2 and all("SIGTERM on rank 1" in l for l in lines), stderr
+    with h5py.File(out, "r") as f:
+        assert f.attrs["status"] == "interrupted"
+        assert 1 <= len(f["cells"]) < 8
+    proc = lth(2, CONFIG, "--output", out, *GROUPS_OF_ONE, "--set", "prune.mode=iterative",
+               "--set", "prune.sparsities=null", "--set", "prune.levels=8", "--set", "train.epochs=4",
+               "--set", "rewind.points=[0]", "--set", "controls=[]", "--resume")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(results.read_cells(out)) == 8
