@@ -87,7 +87,7 @@ def _convert(converter, dataset, quantize):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
     elif quantize == "int8":
-        sample = next(iter(dataset.train_batches(0, 1, REPRESENTATIVE)))[0]
+        sample = next(iter(dataset.train_batches(0, 1, calibration_size(dataset))))[0]
 
         def representative():
             for i in range(0, len(sample), 32):
@@ -98,6 +98,11 @@ def _convert(converter, dataset, quantize):
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = tf.int8
     return converter.convert()
+
+
+def calibration_size(dataset) -> int:
+    """int8's calibration sample: REPRESENTATIVE training examples, or all there are."""
+    return min(REPRESENTATIVE, dataset.train_total)
 
 
 def accuracy(blob: bytes, dataset, batch: int = 500) -> float:
@@ -115,7 +120,12 @@ def accuracy(blob: bytes, dataset, batch: int = 500) -> float:
             interpreter.resize_tensor_input(inp["index"], [len(x), *dataset.input_shape])
             interpreter.allocate_tensors()
             size = len(x)
-        x = x.astype(inp["dtype"]) if inp["dtype"] == np.uint8 else x.astype(np.float32)
+        if inp["dtype"] == np.float32:
+            x = x.astype(np.float32)
+        else:    # int8: quantized as the converter calibrated the input, not assumed scale 1
+            scale, zero = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(inp["dtype"])
         interpreter.set_tensor(inp["index"], x)
         interpreter.invoke()
         out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
@@ -146,7 +156,8 @@ def export(path: str, name: str, quantize: str = "none", output: str | None = No
         fh.write(blob)
     return {"output": output, "cell": name, "quantize": quantize, "bytes": len(blob),
             "gzipped": gzipped_size(blob), "tflite_accuracy": accuracy(blob, dataset),
-            "cell_accuracy": own, "sparsity": sparsity}
+            "cell_accuracy": own, "sparsity": sparsity,
+            "calibrated_on": calibration_size(dataset) if quantize == "int8" else 0}
 
 
 def describe(r: dict) -> str:
@@ -154,7 +165,9 @@ def describe(r: dict) -> str:
             f"{r['quantize'] if r['quantize'] != 'none' else 'float32'}: "
             f"{r['bytes'] / 1024:.1f} KiB, gzipped {r['gzipped'] / 1024:.1f} KiB; "
             f"test accuracy in TFLite {100 * r['tflite_accuracy']:.2f}% "
-            f"(the cell's own {100 * r['cell_accuracy']:.2f}%)")
+            f"(the cell's own {100 * r['cell_accuracy']:.2f}%)"
+            + (f"; int8 calibrated on only {r['calibrated_on']} training examples"
+               if 0 < r["calibrated_on"] < REPRESENTATIVE else ""))
 
 
 def main(path: str, name: str, fmt: str, quantize: str, output: str | None) -> int:

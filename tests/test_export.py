@@ -3,6 +3,7 @@ Fashion-MNIST under mpiexec keeps weights in the HDF5 file, `lth-mpi export` reb
 ticket from them and runs it in the TFLite interpreter."""
 import json
 import os
+import warnings
 import subprocess
 import sys
 
@@ -26,6 +27,37 @@ def kept(tmp_path_factory):
     return out
 
 
+def best_tickets(cells: dict) -> list[str]:
+    """Of each mask, the ticket of highest final validation accuracy (the first on a tie),
+    read from the cells' own attributes."""
+    best = []
+    for m in (0, 1):
+        tickets = sorted((c for c in cells.values() if c["mask"] == m and c["control"] == "none"),
+                         key=lambda c: c["id"])
+        assert all(np.isfinite(c["final_val_accuracy"]) for c in tickets)
+        top = max(c["final_val_accuracy"] for c in tickets)
+        best.append(next(c["name"] for c in tickets if c["final_val_accuracy"] == top))
+    return sorted(best)
+
+
+def test_a_stop_between_two_kept_copies_keeps_only_the_best_on_resume(kept, tmp_path):
+    out = str(tmp_path / "r.h5")
+    keep = ["--set", "results.keep_weights=best", "--set", "parallel.group_size=1"]
+    proc = lth(2, TINY, "--output", out, *keep, env={"LTH_FAULT": "exit:cell-replace"})
+    assert proc.returncode != 0
+    with h5py.File(out, "r") as f:    # the new copy complete, the old one not yet deleted
+        held = [g.attrs["mask"] for g in f["cells"].values() if "weights" in g]
+        assert len(held) > len(set(held)), held
+    proc = lth(2, TINY, "--output", out, *keep, "--resume")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cells = {c["name"]: c for c in results.read_cells(out)}
+    with h5py.File(out, "r") as f:
+        holding = sorted(n for n, g in f["cells"].items() if "weights" in g)
+    assert holding == best_tickets(cells)
+    with h5py.File(kept, "r") as f:   # and the same as a run never stopped
+        assert holding == sorted(n for n, g in f["cells"].items() if "weights" in g)
+
+
 def export(*args):
     return subprocess.run([sys.executable, "-m", "lth_mpi", "export", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
@@ -40,11 +72,7 @@ def test_best_keeps_the_best_ticket_of_each_mask_and_the_dense_net(kept):
         dense = f["dense/weights"][()]
         packed = f["masks"][()]
         stored = {n: results.read_weights(f, n) for n in holding}
-    best = []
-    for m in (0, 1):
-        tickets = [c for c in cells.values() if c["mask"] == m and c["control"] == "none"]
-        best.append(max(tickets, key=results.score)["name"])
-    assert holding == sorted(best)
+    assert holding == best_tickets(cells)
     assert dense.dtype == np.float32 and dense.size == sum(int(np.prod(s)) for s in shapes)
     offsets = np.cumsum([0] + [int(np.prod(s)) for s in shapes])
     for name, flat in stored.items():
@@ -98,3 +126,61 @@ def test_export_refuses_what_it_cannot_do_in_one_line(kept, tmp_path):
         errors = [l for l in proc.stderr.splitlines() if l.startswith("lth-mpi: error:")]
         assert proc.returncode == 2 and len(errors) == 1 and message in errors[0], proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+class Pixels:
+    """A dataset-like stand-in whose pixels span 0..100, not 0..255: int8's calibrated input
+    scale is then 100/255, and raw pixels fed without it would be read 2.55x too dark."""
+    input_shape, mean, std = (4,), [0.0], [1 / 255]    # the model sees raw pixel values
+
+    def __init__(self, n):
+        rng = np.random.default_rng(0)
+        self.x = rng.integers(0, 101, (n, 4)).astype(np.float32)
+        self.x[0], self.x[1] = 0, 100
+        self.y = (self.x[:, 0] > 50).astype(np.int64)
+        self.train_total = n
+
+    def train_batches(self, seed, steps, batch):
+        assert batch <= self.train_total
+        yield self.x[:batch], self.y[:batch]
+
+    def test_batches(self, batch):
+        for i in range(0, len(self.x), batch):
+            yield self.x[i:i + batch], self.y[i:i + batch]
+
+
+def test_int8_uses_the_inputs_quantization_and_calibrates_on_little_data():
+    import keras
+    from lth_mpi import export as export_mod
+    inp = keras.Input((4,))
+    dense = keras.layers.Dense(2)
+    model = keras.Model(inp, dense(inp))
+    kernel = np.zeros((4, 2), np.float32)
+    kernel[0] = [-1, 1]
+    dense.set_weights([kernel, np.array([50, -50], np.float32)])   # class 1 iff pixel 0 > 50
+    data_ = Pixels(300)                  # fewer than the 512 calibration examples (a traceback)
+    blob = export_mod.convert(model, data_, "int8")
+    import tensorflow as tf
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        interpreter = tf.lite.Interpreter(model_content=blob)
+    scale, zero = interpreter.get_input_details()[0]["quantization"]
+    assert scale == pytest.approx(100 / 255, rel=0.02)
+    assert export_mod.accuracy(blob, data_) > 0.95     # raw pixels as uint8 give about 0.5
+    assert export_mod.accuracy(export_mod.convert(model, data_), data_) == 1.0
+
+
+def test_int8_export_of_a_search_on_little_data(tmp_path, capsys):
+    out = str(tmp_path / "small.h5")
+    proc = lth(2, TINY, "--output", out, "--set", "dataset.train_examples=400",
+               "--set", "results.keep_weights=best", "--set", "prune.sparsities=[0.5]",
+               "--set", "rewind.points=[0]", "--set", "controls=[]")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    code, printed = export_here(capsys, out, "m00_r0_none", "--quantize", "int8",
+                                "--output", str(tmp_path / "t.tflite"))
+    assert code == 0, printed
+    line = printed.strip().splitlines()[-1]
+    assert "int8 calibrated on only 400 training examples" in line, line
+    tflite = float(line.split("test accuracy in TFLite ")[1].split("%")[0])
+    own = float(line.split("the cell's own ")[1].split("%")[0])
+    assert abs(tflite - own) <= 1.5, line
