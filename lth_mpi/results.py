@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import threading
 import os
 import time
 
@@ -25,6 +26,9 @@ CURVES = ("epoch", "iteration", "train_loss", "test_loss", "test_accuracy", "val
           "val_accuracy", "epoch_seconds")
 NEW_IN_2 = ("val_loss", "val_accuracy")
 WEIGHTS_STORAGE = {"compression": "gzip", "shuffle": True}   # pruned zeros cost ~nothing
+# seconds between the writer's beats: a running file's job is alive (LTH_HEARTBEAT: tests)
+HEARTBEAT = float(os.environ.get("LTH_HEARTBEAT", 10.0))
+STALE = 6 * HEARTBEAT   # ... and dead (killed, or its node lost) once this long silent
 PHASES = ("setup", "dense", "wait", "broadcast", "cell", "drain", "gather")
 
 
@@ -165,8 +169,23 @@ class Writer:
         for key, value in provenance.items():
             self.f.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
         self.f.attrs["status"] = "running"
-        self.f.attrs["job_started"] = time.time()     # this job's start (lth-mpi status)
+        self.f.attrs["job_started"] = self.f.attrs["heartbeat"] = time.time()
         self.f.flush()
+        self._beating = threading.Event()
+        threading.Thread(target=self._beat, name="lth-mpi heartbeat", daemon=True).start()
+
+    def _beat(self):
+        """Every HEARTBEAT seconds, the time, so `lth-mpi status` can tell a running job from
+        one that died with the file saying `running` (SIGKILL, a lost node: no handler runs).
+        A thread, because the writer may spend an hour in one epoch; h5py serializes its
+        calls, and a beat between two writes of a cell changes nothing (`complete` comes
+        last). It stops quietly if the file fails: the writer reports that itself."""
+        while not self._beating.wait(HEARTBEAT):
+            try:
+                self.f.attrs["heartbeat"] = time.time()
+                self.f.flush()
+            except Exception:        # noqa: BLE001
+                return
 
     def _keep_only_best(self):
         """keep_weights best on a resumed file: one copy per mask, the best (the earliest
@@ -318,11 +337,13 @@ class Writer:
         self.f.flush()
 
     def close(self, complete: bool):
+        self._beating.set()
         self.f.attrs["status"] = "complete" if complete else "interrupted"
         self.f.close()
 
     def fail(self, message: str):
         """The job stopped on an error it found (e.g. a diverged dense network)."""
+        self._beating.set()
         self.f.attrs["status"], self.f.attrs["error"] = "failed", message
         self.f.close()
 

@@ -23,10 +23,29 @@ def _summary(f) -> dict:
             "config": cfg,
             "n_groups": int(attrs.get("n_groups", 1)),
             "job_started": float(attrs.get("job_started", np.nan)),
+            "heartbeat": float(attrs.get("heartbeat", np.nan)),
             "resumed": int(attrs.get("resumed", 0)),
             "dense": results.dense_complete(f),
             "cells": results.cells_in(f),
             "sparsities": results.sparsities(f, cfg)}
+
+
+def liveness(s: dict, now: float) -> str:
+    """What a file's `running` status means: `running` while its writer's heartbeat is
+    fresh; dead once it has been silent for results.STALE seconds (a job killed outright or
+    a lost node leaves `running` behind: no handler runs); unknown for files written before
+    the heartbeat. Any other status is final and returned as it is."""
+    if s["status"] != "running":
+        return s["status"]
+    if not np.isfinite(s["heartbeat"]):
+        return "running (or dead: this file has no heartbeat to tell)"
+    silent = now - s["heartbeat"]
+    if silent <= results.STALE:
+        return "running"
+    return (f"dead: the file says running, but its writer has been silent for {silent:.0f} s "
+            f"(since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(s['heartbeat']))}; "
+            f"it beats every {results.HEARTBEAT:g} s): the job was killed or lost its node; "
+            "--resume continues it")
 
 
 def report(path: str, now: float | None = None) -> str:
@@ -35,6 +54,9 @@ def report(path: str, now: float | None = None) -> str:
     cfg, cells = s["config"], s["cells"]
     grid = plan.grid_for(cfg, len(s["sparsities"]))
     done = {c["name"] for c in cells}
+    state = liveness(s, now)
+    if state != "running":
+        s["status"] = state
     lines = [f"{path}: {s['status']}" + (f" ({s['error']})" if s["error"] else "")
              + (f", resumed {s['resumed']} time(s)" if s["resumed"] else ""),
              f"cells done: {len(done)} / {len(grid)}"
@@ -44,22 +66,23 @@ def report(path: str, now: float | None = None) -> str:
         lines.append(f"diverged: {len(diverged)}: " + ", ".join(
             f"{c['name']} (epoch {c['diverged_epoch']})" for c in diverged))
     this_job = [c for c in cells if c["t_start"] >= s["job_started"] - 1]
-    running = s["status"] == "running"
-    end = now if running else max([c["t_end"] for c in this_job], default=float("nan"))
+    running = s["status"].startswith("running")
+    end = now if running else s["heartbeat"] if s["status"].startswith("dead") else \
+        max([c["t_end"] for c in this_job], default=float("nan"))
     elapsed = end - s["job_started"]
     line = (f"elapsed (latest job): {elapsed:.0f} s" if np.isfinite(elapsed)
             else "elapsed: unknown (the file does not record its job's start)")
     left = len(grid) - len(done)
-    if s["status"] == "running" and this_job and left:
+    if running and this_job and left:
         per_cell = float(np.mean([c["seconds"] for c in this_job]))
         eta = per_cell * int(np.ceil(left / max(1, s["n_groups"])))
         line += f"; ETA about {eta:.0f} s ({left} cells at {per_cell:.1f} s each over " \
                 f"{s['n_groups']} group(s))"
     lines.append(line)
-    if s["status"] == "running" and plan.assignment(cfg) == "dynamic":
+    if running and plan.assignment(cfg) == "dynamic":
         lines.append(f"queue: {left} cells left, each taken by the next group to free up "
                      f"({s['n_groups']} group(s))")
-    elif s["status"] == "running":
+    elif running:
         groups = [[] for _ in range(s["n_groups"])]
         for cells_, chained in plan.passes(grid, cfg):
             for g, mine in enumerate(plan.assign(cells_, s["n_groups"],

@@ -88,3 +88,42 @@ def test_status_needs_no_mpi_and_refuses_what_is_not_a_results_file(tmp_path):
                                 "is not an lth-mpi results file (not an HDF5 file)")
     r = status(str(tmp_path / "none.h5"))
     assert r.returncode == 2 and "no such file" in r.stderr
+
+
+def test_status_tells_a_dead_job_from_a_running_one(tmp_path):
+    """kill -9 of every rank leaves the file saying `running`: the writer's heartbeat, which
+    a live job refreshes while it trains, is what tells them apart."""
+    import h5py
+    import psutil
+    out = str(tmp_path / "r.h5")
+    env = {**ENV, "LTH_HEARTBEAT": "0.5"}          # stale after 3 s
+    job = subprocess.Popen(launch(2, sys.executable, "-m", "mpi4py", "-m", "lth_mpi", "run",
+                                  CONFIG, "--output", out, "--set", "parallel.group_size=1",
+                                  "--set", "train.epochs=20"),
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                           cwd=ROOT, env=env)
+    try:
+        for line in job.stdout:
+            if line.startswith("[   1/6]"):
+                break
+        beats = []
+        for _ in range(2):
+            with h5py.File(out, "r", locking=False) as f:
+                beats.append(float(f.attrs["heartbeat"]))
+            time.sleep(1.5)
+        assert beats[1] > beats[0]                          # it beats while cells train
+        alive = subprocess.run([sys.executable, "-m", "lth_mpi", "status", out], env=env,
+                               capture_output=True, text=True, cwd=ROOT, timeout=60).stdout
+        assert alive.splitlines()[0].endswith(": running") and "ETA" in alive
+    finally:
+        for p in psutil.Process(job.pid).children(recursive=True) + [psutil.Process(job.pid)]:
+            p.kill()
+        job.wait(timeout=60)
+    time.sleep(4)
+    dead = subprocess.run([sys.executable, "-m", "lth_mpi", "status", out], env=env,
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert dead.returncode == 0, dead.stderr
+    first = dead.stdout.splitlines()[0]
+    assert ": dead: the file says running, but its writer has been silent for" in first, first
+    assert "--resume continues it" in first
+    assert "queue:" not in dead.stdout and "ETA" not in dead.stdout
