@@ -41,6 +41,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--job", type=int, help="timeline of this job of a resumed file (default: last)")
     r.add_argument("--group-efficiency", type=float, default=1.0,
                    help="data-parallel efficiency assumed for a cluster group (projection)")
+    r.add_argument("--mixed-batchnorm", action="store_true",
+                   help="report a file whose dense net and cells took BatchNorm statistics "
+                        "over different batches (refused otherwise), marked as such")
     s = sub.add_parser("scaling", help="strong scaling: runs of one config at several P")
     s.add_argument("results", nargs="+", help="finished results files, one per P")
     s.add_argument("--out", default=".", help="directory for scaling.png and scaling.txt")
@@ -58,7 +61,8 @@ def main(argv=None) -> int:
             from .report import report
             out_dir = args.out or os.path.splitext(os.path.basename(args.results))[0] + "_report"
             out = report(args.results, out_dir, args.tolerance, args.metric, args.format,
-                         args.sparsities, args.window, args.job, args.group_efficiency)
+                         args.sparsities, args.window, args.job, args.group_efficiency,
+                         args.mixed_batchnorm)
             res = out["results"]
             print(f"analysis: {len(res.runs)} of {len(res.expected)} cells finished"
                   + (f", {len(out['missing'])} missing" if out["missing"] else ""))

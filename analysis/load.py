@@ -69,6 +69,19 @@ class Results:
         return int(self.attrs.get("n_groups", max(1, self.world_size // self.group_size)))
 
     @property
+    def batchnorm(self) -> dict | None:
+        """{"dense": n, "cells": n}: examples per BatchNorm batch statistic in the dense phase
+        and in the cells (None inside: no BatchNorm); None for files before it was recorded."""
+        value = self.attrs.get("batchnorm_examples")    # decoded from JSON by _value
+        return value if isinstance(value, dict) else None
+
+    @property
+    def mixed_batchnorm(self) -> bool:
+        """Did the dense net and the cells normalize over different batches?"""
+        regime = self.batchnorm
+        return bool(regime) and regime["dense"] != regime["cells"]
+
+    @property
     def expected(self) -> list:
         return [c.name for c in self.grid]
 

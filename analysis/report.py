@@ -102,7 +102,19 @@ def overview(res: Results) -> list:
                          if res.replicated else "")
                       + f"{len(res.points)} rewind points ({res.unit}s {res.points}), controls: "
                       f"{', '.join(res.controls) or 'none'}",
-                      f"{res.world_size} ranks in {res.n_groups} groups of {res.group_size}"])]
+                      f"{res.world_size} ranks in {res.n_groups} groups of {res.group_size}"]
+             + _batchnorm_line(res))]
+
+
+def _batchnorm_line(res: Results) -> list:
+    bn = res.batchnorm
+    if not bn or bn["dense"] is None:
+        return []
+    if not res.mixed_batchnorm:
+        return [f"BatchNorm statistics over {bn['dense']} examples in every training"]
+    return [f"**BatchNorm regimes differ**: the dense network's statistics over {bn['dense']} "
+            f"examples, the cells' over {bn['cells']} (train.sync_batchnorm: false); "
+            "ticket-vs-dense differences include that change"]
 
 
 def selection_note(res: Results) -> str:
@@ -336,13 +348,22 @@ def projection_section(res: Results, timings, efficiency: float) -> list:
 
 def report(path: str, out_dir: str, tolerance: float | None = None, metric: str = "final",
            fmt: str = "md", sparsities=None, window=None, job=None,
-           efficiency: float = 1.0) -> dict:
-    """Write the figures and the summary; returns the key numbers (for the CLI and tests)."""
+           efficiency: float = 1.0, mixed_batchnorm: bool = False) -> dict:
+    """Write the figures and the summary; returns the key numbers (for the CLI and tests).
+    A file whose dense net and cells took BatchNorm statistics over different batches is
+    refused unless `mixed_batchnorm` (then the summary says so at the top)."""
     if fmt not in FORMATS:
         raise AnalysisError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
     if tolerance is not None and tolerance < 0:
         raise AnalysisError(f"--tolerance: must be >= 0, got {tolerance}")
     res = load(path)
+    if res.mixed_batchnorm and not mixed_batchnorm:
+        bn = res.batchnorm
+        raise AnalysisError(
+            f"{path}: the dense network took BatchNorm statistics over {bn['dense']} examples, "
+            f"the cells over {bn['cells']} (train.sync_batchnorm: false in groups of "
+            f"{res.group_size}), so tickets and dense net differ in more than their weights; "
+            "run with sync_batchnorm: auto, or pass --mixed-batchnorm to report it marked")
     timings = None
     if res.timings:
         jobs = {t.job: t for t in res.timings}

@@ -1,12 +1,13 @@
-"""What synchronized BatchNorm costs a group: step time in a group of 2 with and without
-`train.sync_batchnorm`, measured side by side in one run (prints, asserts nothing).
+"""What synchronized BatchNorm costs a group: step time in a group of G (the ranks it runs on)
+with and without `train.sync_batchnorm`, measured side by side in one run (prints, asserts
+nothing).
 
 Both trainers are built once and timed in alternating rounds, so the machine's noise hits them
 alike; the median round is reported, with one rank alone (G = 1, the same global batch) for
 scale. A synchronized forward pass holds collectives, so that half of the step cannot be one
 XLA program: the group without sync is also timed without XLA, to separate the two effects. Real Fashion-MNIST when installed, else synthetic data of the same shape.
 
-Usage: mpiexec -n 2 python -m mpi4py benchmarks/sync_batchnorm.py [--model resnet20]
+Usage: mpiexec -n G python -m mpi4py benchmarks/sync_batchnorm.py [--model resnet20]
        [--batch 128] [--steps 10] [--rounds 5] [--threads 1]
 """
 import argparse
@@ -30,11 +31,13 @@ def main():
     p.add_argument("--threads", type=int, default=1, help="intra-op threads per rank")
     args = p.parse_args()
     world = MPI.COMM_WORLD
-    if world.Get_size() != 2:
-        raise SystemExit("run on 2 ranks: mpiexec -n 2 python -m mpi4py benchmarks/sync_batchnorm.py")
-    layout = parallel.split(2)
+    G = world.Get_size()
+    if G < 2:
+        raise SystemExit("run on G >= 2 ranks: mpiexec -n 2 python -m mpi4py "
+                         "benchmarks/sync_batchnorm.py")
+    layout = parallel.split(G)
     parallel.configure_tensorflow(layout, args.threads)
-    group = parallel.init_horovod(layout)
+    group = parallel.group_reducers(layout)    # Horovod on GPUs, mpi4py on CPUs (auto)
     name = "fashion_mnist" if os.path.isdir(data.FASHION_MNIST_DIR) else "synthetic"
 
     def trainer(sync, g, xla=True):
@@ -49,8 +52,8 @@ def main():
         t.train_epoch(1)          # trace and compile
         return t
 
-    runs = {"group of 2": trainer(False, 2), "group of 2, no XLA": trainer(False, 2, False),
-            "group of 2, sync_batchnorm": trainer(True, 2)}
+    runs = {f"group of {G}": trainer(False, G), f"group of {G}, no XLA": trainer(False, G, False),
+            f"group of {G}, sync_batchnorm": trainer(True, G)}
     times = {k: [] for k in runs}
     for r in range(args.rounds):
         for k, t in runs.items():
@@ -70,14 +73,15 @@ def main():
             alone[xla] = statistics.median(rounds)
     parallel.wait_quietly()
     if layout.rank == 0:
-        base = statistics.median(times["group of 2"])
+        base = statistics.median(times[f"group of {G}"])
         print(f"{args.model}, global batch {args.batch}, {args.threads} thread(s) per rank, "
+              f"{layout.allreduce} allreduce, "
               f"{name}, median of {args.rounds} rounds of {args.steps} steps")
         print(f"  one rank alone                 {alone[True] * 1e3:8.1f} ms/step")
         print(f"  one rank alone, no XLA         {alone[False] * 1e3:8.1f} ms/step")
         for k, v in times.items():
             m = statistics.median(v)
-            print(f"  {k:<30} {m * 1e3:8.1f} ms/step   ratio to group of 2: {m / base:.2f}")
+            print(f"  {k:<30} {m * 1e3:8.1f} ms/step   ratio to group of {G}: {m / base:.2f}")
 
 
 if __name__ == "__main__":

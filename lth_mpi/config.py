@@ -40,7 +40,7 @@ SCHEMA = {
               "weight_decay": (float, 0.0),
               "xla": ((bool, str), "auto"),     # auto | true | false (training.use_xla)
               "mixed_precision": ((bool, str), False),    # false | float16 | bfloat16
-              "sync_batchnorm": (bool, False)},
+              "sync_batchnorm": ((bool, str), "auto")},   # auto | true | false
     "rewind": {"unit": (str, "epoch"),
                "points": (list, [0]),
                "retrain": (str, "remaining")},
@@ -235,8 +235,9 @@ def _check(cfg: dict, world_size: int | None) -> None:
     if t["mixed_precision"] not in (False, "float16", "bfloat16"):
         raise ConfigError(f"train.mixed_precision: {t['mixed_precision']!r} is not one of "
                           "false, float16, bfloat16")
-    if t["xla"] not in (True, False, "auto"):
-        raise ConfigError(f"train.xla: {t['xla']!r} is not one of auto, true, false")
+    for key in ("xla", "sync_batchnorm"):
+        if t[key] not in (True, False, "auto"):
+            raise ConfigError(f"train.{key}: {t[key]!r} is not one of auto, true, false")
     for key in ("epochs", "batch_size"):
         if t[key] < 1:
             raise ConfigError(f"train.{key}: must be >= 1, got {t[key]}")

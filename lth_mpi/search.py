@@ -398,6 +398,7 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
     # --- 2. writer opens the file (new, or resumed); everyone learns what is done -----------
     writer, error, state = None, None, None
     prov = parallel.provenance(layout)
+    prov["batchnorm_examples"] = training.batchnorm_regime(cfg, model, size)
     if layout.is_writer:
         try:
             writer = results.Writer(cfg["output"], cfg, prov, len(grid), resume,

@@ -137,6 +137,35 @@ def use_xla(setting, model) -> bool:
     return bool(tf.config.list_logical_devices("GPU")) or not has_convolutions(model)
 
 
+def sync_batchnorm(setting, model) -> bool:
+    """train.sync_batchnorm: true/false as given (nothing to do without BatchNorm); auto
+    synchronizes whenever there is BatchNorm, so every training (the one-rank dense net,
+    cells in groups of any G) takes its batch statistics over the same global batch, with
+    the same formula (identity sums on one rank), and "ticket vs dense" or "G=1 vs G=4"
+    compare networks, not BatchNorm regimes. Cost: docs/design.md (Synchronized BatchNorm)."""
+    return bool(batchnorm_layers(model)) and (setting is True or setting == "auto")
+
+
+def batchnorm_examples(setting, model, batch: int, size: int) -> int | None:
+    """How many examples each BatchNorm batch statistic is taken over by a trainer of `size`
+    ranks (None without BatchNorm): the global batch, or a rank's slice when not synchronized."""
+    if not batchnorm_layers(model):
+        return None
+    return batch if sync_batchnorm(setting, model) or size == 1 else batch // size
+
+
+def batchnorm_regime(cfg: dict, model, world_size: int) -> dict:
+    """{"dense": n, "cells": n}: the examples each BatchNorm batch statistic covers in the
+    dense phase (one rank, or every rank with parallel.dense: data_parallel) and in the
+    cells (groups of G); None without BatchNorm. Recorded in the results file: the analysis
+    refuses to compare a dense net and tickets trained under different regimes."""
+    t, p = cfg["train"], cfg["parallel"]
+    dense = world_size if p["dense"] == "data_parallel" else 1
+    return {"dense": batchnorm_examples(t["sync_batchnorm"], model, t["batch_size"], dense),
+            "cells": batchnorm_examples(t["sync_batchnorm"], model, t["batch_size"],
+                                        p["group_size"])}
+
+
 class Trainer:
     """Trains `model` on this rank's part of each batch; prunable kernels are masked on every
     step. `stop()` (optional) says whether a stop was requested; it is asked every
@@ -163,7 +192,7 @@ class Trainer:
         self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self.loss_sum = tf.Variable(0.0, trainable=False)
         self.statistics = batchnorm_statistics(model)
-        self.sync_bn = bool(train_cfg["sync_batchnorm"]) and bool(self.statistics)
+        self.sync_bn = sync_batchnorm(train_cfg["sync_batchnorm"], model)
         if self.sync_bn:
             synchronize_batchnorm(model, group.batch_sum if group else (lambda: tf.identity))
         xla = use_xla(train_cfg["xla"], model)

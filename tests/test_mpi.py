@@ -56,3 +56,47 @@ def test_batchnorm_group_is_one_model_and_sync_matches_one_rank(tmp_path):
     np.testing.assert_allclose(f["g2_sync1_loss"], loss, rtol=3 * reference)
     # the data-parallel dense phase's collectives train the same network as Horovod's
     assert distance("world_sync1", "g1_sync1") <= 3 * reference
+
+
+def test_batchnorm_regime_is_the_same_for_dense_and_cells_by_default_and_recorded(tmp_path):
+    """A BatchNorm model in groups of 2 through `lth-mpi run`: by default (auto) the cells
+    synchronize BatchNorm, so they normalize over the dense net's batch; with sync off they
+    normalize over half of it, the file says so, and the analysis refuses to compare the
+    regimes unless told to, and then says so at the top."""
+    import os
+    import subprocess
+    import sys
+    from lth_mpi import data
+    from mpi_helpers import ROOT, TINY, lth
+    if not os.path.isdir(data.FASHION_MNIST_DIR):
+        pytest.skip("dataset-fashion-mnist not installed (run/install.sh)")
+    import h5py
+    import json
+    small = ["--set", "model.name=resnet", "--set", "model.depth=8", "--set", "model.width=4",
+             "--set", "train.epochs=1", "--set", "prune.sparsities=[0.5]",
+             "--set", "rewind.points=[0]", "--set", "controls=[]", "--set", "parallel.group_size=2"]
+    regimes = {}
+    for sync in ("auto", "false"):
+        out = str(tmp_path / f"{sync}.h5")
+        proc = lth(2, TINY, "--output", out, *small, "--set", f"train.sync_batchnorm={sync}")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        with h5py.File(out, "r") as f:
+            regimes[sync] = json.loads(f.attrs["batchnorm_examples"])
+
+    def report(name, *extra):
+        return subprocess.run([sys.executable, "-m", "analysis", "report",
+                               str(tmp_path / f"{name}.h5"), "--out", str(tmp_path / name),
+                               *extra], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert regimes == {"auto": {"dense": 100, "cells": 100}, "false": {"dense": 100, "cells": 50}}
+    fair = report("auto")
+    assert fair.returncode == 0, fair.stderr
+    assert "BatchNorm statistics over 100 examples in every training" in \
+        open(tmp_path / "auto" / "summary.md").read()
+    mixed = report("false")
+    errors = [l for l in mixed.stderr.splitlines() if l.startswith("analysis: error:")]
+    assert mixed.returncode == 2 and len(errors) == 1, mixed.stderr
+    assert "the dense network took BatchNorm statistics over 100 examples, the cells over 50" \
+        in errors[0]
+    marked = report("false", "--mixed-batchnorm")
+    assert marked.returncode == 0, marked.stderr
+    assert "**BatchNorm regimes differ**" in open(tmp_path / "false" / "summary.md").read()

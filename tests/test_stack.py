@@ -18,7 +18,9 @@ from mpi_helpers import ENV, ROOT, TINY, lth, mpiexec
 # the tiny search (tests/configs/tiny_fashion.yaml, 1 epoch, rewind point 0) run to its end at
 # commit 73bdd25 on -n 2, with tensorflow-cpu 2.18.1 and Keras 3.15.1 (the stack before 2.21)
 OLD = os.path.join(ROOT, "tests", "data", "stack-tf2.18.1.h5")
-OLD_OPTIONS = ("--set", "train.epochs=1", "--set", "rewind.points=[0]")
+# the options the old file was written with (train.sync_batchnorm was false by default then)
+OLD_OPTIONS = ("--set", "train.epochs=1", "--set", "rewind.points=[0]",
+               "--set", "train.sync_batchnorm=false")
 needs_data = pytest.mark.skipif(not os.path.isdir(data.FASHION_MNIST_DIR),
                                 reason="dataset-fashion-mnist not installed (run/install.sh)")
 
