@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from lth_mpi import data, plan, results
+from lth_mpi import data, plan, pruning, results
 from mpi_helpers import (ENV, HOROVOD, ROOT, assert_same_cells, launch, lth, mpiexec,
                          needs_horovod, pool)
 
@@ -302,9 +302,10 @@ def test_killed_run_keeps_finished_cells_and_resumes(tmp_path, tiny_run):
 
 @needs_data
 @needs_horovod
-def test_data_parallel_dense_phase(tmp_path):
-    """parallel.dense=data_parallel: every rank shares the dense training (MPI Allreduce);
-    then the group of 2 averages through Horovod (as on GPUs) instead of mpi4py."""
+def test_data_parallel_dense_phase(tmp_path, tiny_run):
+    """parallel.dense=data_parallel: every rank shares the dense training (MPI Allreduce)
+    and trains the network rank 0 alone trains, up to float summation order; then the group
+    of 2 averages through Horovod (as on GPUs) instead of mpi4py."""
     out = str(tmp_path / "r.h5")
     proc = lth(2, CONFIG, "--output", out, "--set", "parallel.dense=data_parallel",
                "--set", "parallel.allreduce=horovod")
@@ -317,6 +318,14 @@ def test_data_parallel_dense_phase(tmp_path):
     assert [r["allreduce"] for r in ranks] == ["horovod"] * 2
     dense = results.PHASES.index("dense")
     assert sorted(t[t[:, 1] == dense, 0].astype(int)) == [0, 1]
+    # the same dense network as rank 0's alone: same batches, gradients averaged over the
+    # halves instead of summed over the whole (float order only)
+    with h5py.File(tiny_run(2)[0], "r") as f, h5py.File(out, "r") as g:
+        np.testing.assert_allclose(g["dense/train_loss"][()], f["dense/train_loss"][()],
+                                   rtol=2e-3)
+        np.testing.assert_allclose(g["dense/test_accuracy"][()], f["dense/test_accuracy"][()],
+                                   atol=0.005)
+        np.testing.assert_allclose(g["checkpoints"][()], f["checkpoints"][()], atol=2e-3)
 
 
 def test_a_cell_does_not_depend_on_who_trains_it(tmp_path):
@@ -381,16 +390,32 @@ def test_random_mask_control_through_the_real_pipeline(tmp_path):
     import sys
     out = str(tmp_path / "r.h5")
     proc = lth(2, CONFIG, "--output", out, "--set", "controls=[random_mask]",
-               "--set", "parallel.group_size=1")
+               "--set", "parallel.group_size=1", "--set", "results.keep_weights=all")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     cells = {c["name"]: c for c in results.read_cells(out)}
     assert len(cells) == 8
+    with h5py.File(out, "r") as f:
+        shapes = [tuple(s) for s in json.loads(f["weights"].attrs["shapes"])]
+        prunable = json.loads(f["weights"].attrs["prunable"])
+        masks = f["masks"][()]
+        trained = {n: results.read_weights(f, n) for n in cells}
+    offsets = np.cumsum([0] + [int(np.prod(s)) for s in shapes])
+
+    def kept(name):     # what the cell trained with, read off its trained weights
+        flat = trained[name]
+        return [flat[offsets[i]:offsets[i + 1]] != 0 for i in prunable]
     for m in range(2):
+        ticket_mask = pruning.unpack_masks(masks[m], [shapes[i] for i in prunable])
         for r in range(2):
             ticket, rand = cells[f"m0{m}_r{r}_none"], cells[f"m0{m}_r{r}_random_mask"]
             assert rand["rewind"] == r and list(rand["epoch"]) == list(ticket["epoch"])
-            assert rand["sparsity_realized"] == ticket["sparsity_realized"]
             assert rand["final_test_accuracy"] != ticket["final_test_accuracy"]
+            # the ticket's count in every layer, at other places
+            got = kept(rand["name"])
+            assert [int(k.sum()) for k in got] == [int(t.sum()) for t in ticket_mask]
+            assert all((k != t.ravel()).any() for k, t in zip(got, ticket_mask))
+            assert [int(k.sum()) for k in kept(ticket["name"])] == \
+                [int(t.sum()) for t in ticket_mask]
     assert "random_mask epoch 1" in results.accuracy_table(out)
     rep = subprocess.run([sys.executable, "-m", "analysis", "report", out, "--out",
                           str(tmp_path / "rep")], cwd=ROOT, capture_output=True, text=True,

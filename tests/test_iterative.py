@@ -270,3 +270,28 @@ def test_global_random_mask_keeps_the_tickets_counts_per_layer_at_every_level(tm
     # and global pruning did move the per-layer fractions away from uniform
     fracs = [k / int(np.prod(s)) for k, s in zip(counts["m02_r0_none"], kernel_shapes)]
     assert max(fracs) - min(fracs) > 0.05
+
+
+@needs_data
+def test_iterative_in_groups_of_two_is_the_same_whichever_layout(tmp_path):
+    """IMP with its controls in data-parallel groups of 2: one group (-n 2) or two groups
+    (-n 4, chains and controls dealt between them) train every cell to the same bits; a
+    cell's numbers never depend on which group, or which ranks, trained it."""
+    imp = ["--set", "prune.mode=iterative", "--set", "prune.sparsities=null",
+           "--set", "prune.levels=2", "--set", "controls=[random_reinit, random_mask]",
+           "--set", "parallel.group_size=2", "--set", "parallel.threads=1",
+           "--set", "dataset.train_examples=2000", "--set", "results.keep_weights=all"]
+    runs = {}
+    for n in (2, 4):
+        out = str(tmp_path / f"n{n}.h5")
+        proc = lth(n, TINY, "--output", out, *imp)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        runs[n] = out
+    with h5py.File(runs[4], "r") as f:    # both groups did train
+        assert {int(g.attrs["group"]) for g in f["cells"].values()} == {0, 1}
+    assert_same_cells(runs[4], {c["name"]: c for c in results.read_cells(runs[2])})
+    a, b = masks_of(runs[2]), masks_of(runs[4])
+    assert sorted(a) == sorted(b) and len(a) == 2 * 2 * 3
+    for name in a:
+        np.testing.assert_array_equal(a[name][0], b[name][0])      # masks
+        np.testing.assert_array_equal(a[name][4], b[name][4])      # trained weights
