@@ -185,6 +185,15 @@ def test_iterative_chains_write_each_level_with_its_mask(imp_run):
                     np.testing.assert_array_equal(packed, prev[1])       # = what it pruned
             prev = (bits, following)
         assert following is None                                         # last level
+    # every level's per-layer counts from the definition (layer-wise: each layer keeps its
+    # count minus rint(rate x count), the output layer at 0.1), not from the file's targets
+    kernel_shapes = [shapes[i] for i in prunable]
+    counts = [int(np.prod(s)) for s in kernel_shapes]
+    for m in range(3):
+        counts = [k - int(np.rint((0.1 if i == 4 else 0.2) * k)) for i, k in zip(prunable, counts)]
+        for chain in ("r0_none", "r1_none", "r0_random_reinit", "r1_random_mask"):
+            got = pruning.unpack_masks(masks[f"m{m:02d}_{chain}"][0], kernel_shapes)
+            assert [int(g.sum()) for g in got] == counts, (m, chain)
     # level 1 of the magnitude chains is the dense phase's mask; random_mask's is not
     np.testing.assert_array_equal(masks["m00_r0_none"][0], first)
     assert (masks["m00_r0_random_mask"][0] != first).any()
