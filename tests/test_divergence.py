@@ -84,3 +84,37 @@ def test_diverged_cells_are_results_and_the_grid_goes_on(tmp_path):
     assert "chosen on the validation split" in summary
     assert "2 diverged cell(s) ignored by the selection." in summary
     assert "| diverged |" in summary
+
+
+def test_a_diverged_level_ends_its_chain_and_resume_keeps_it_ended(tmp_path):
+    """Iterative pruning: the dense phase of a stable run, then the levels at a diverging
+    rate (the same swap of configs as above). Level 1 (80% of the weights) diverges, so its
+    chain has nothing to prune from: levels 2 and 3 are never trained, nor are their
+    controls (the ticket never had their masks), and the file is complete. A second
+    --resume finds nothing to do and leaves the chain ended."""
+    raw = {**RAW, "prune": {"mode": "iterative", "levels": 3}, "controls": ["random_reinit"],
+           "parallel": {"group_size": 1}}
+    cfg_path = str(tmp_path / "imp.yaml")
+    open(cfg_path, "w").write(config.yaml.safe_dump(raw))
+    out = str(tmp_path / "c.h5")
+    proc = lth(2, cfg_path, "--output", out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    hot = config.load(cfg_path, ["train.learning_rate=1.0", f"output={out}"])
+    with h5py.File(out, "a") as f:
+        del f["cells"]
+        f.create_group("cells")
+        f.attrs["config"], f.attrs["config_hash"] = config.dump(hot), results.config_hash(hot)
+    proc = lth(2, cfg_path, "--output", out, "--resume", *DIVERGING)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cells = {c["name"]: c for c in results.read_cells(out)}
+    assert cells["m00_r0_none"]["status"] == "diverged"
+    assert sorted(cells) == ["m00_r0_none", "m00_r0_random_reinit"]
+    with h5py.File(out, "r") as f:
+        assert f.attrs["status"] == "complete"
+        assert "mask_next" not in f["cells/m00_r0_none"]       # nothing pruned from NaNs
+        np.testing.assert_array_equal(f["cells/m00_r0_random_reinit/mask"][()],
+                                      f["cells/m00_r0_none/mask"][()])
+    again = lth(2, cfg_path, "--output", out, "--resume", *DIVERGING)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert not [l for l in again.stdout.splitlines() if l.startswith("[")]   # nothing trained
+    assert sorted(c["name"] for c in results.read_cells(out)) == sorted(cells)
