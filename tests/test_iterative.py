@@ -304,3 +304,22 @@ def test_iterative_in_groups_of_two_is_the_same_whichever_layout(tmp_path):
     for name in a:
         np.testing.assert_array_equal(a[name][0], b[name][0])      # masks
         np.testing.assert_array_equal(a[name][4], b[name][4])      # trained weights
+
+
+@needs_data
+def test_a_file_whose_controls_pruned_their_own_masks_is_not_resumed(tmp_path, imp_run):
+    """Files from before the controls followed the ticket chains (a random_reinit chain
+    m.._init_random_reinit, pruning its own masks) read as they are, but resuming one would
+    mix two kinds of control in one grid: refused in one line on every rank."""
+    import shutil
+    reference, _ = imp_run
+    old = str(tmp_path / "old.h5")
+    shutil.copy(reference, old)
+    with h5py.File(old, "a") as f:
+        f["cells"].move("m02_r0_random_reinit", "m02_init_random_reinit")
+    proc = lth(2, TINY, "--output", old, *IMP, "--resume")
+    assert proc.returncode != 0
+    for rank in proc.ranks:
+        lines = rank["stderr"].strip().splitlines()
+        assert len(lines) == 1 and "pruned masks of their own" in lines[0], rank["stderr"]
+    assert len(results.read_cells(old)) == 18          # still reads
