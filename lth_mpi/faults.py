@@ -4,8 +4,8 @@
 POINT fail: `exit` ends the process at once (as SIGKILL or a node loss would, mid-write),
 `enospc` raises the OSError a full disk gives. Points: dense-curves, dense-masks (inside
 the dense phase's writes), cell-curves, cell-attrs (inside a cell's), cell-replace (after a
-cell kept under keep_weights: best is complete, before the copy it replaces is deleted). Unset, it costs one
-dictionary lookup per write.
+cell kept under keep_weights: best is complete, before the copy it replaces is deleted).
+Unset, it costs one dictionary lookup per write.
 """
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import threading
 import os
+import threading
 import time
 
 import h5py
@@ -201,7 +201,6 @@ class Writer:
             self.best[mask] = (copies[0][0], copies[0][2])
             for _, _, name in copies[1:]:
                 del self.f["cells"][name]["weights"]
-        self.f.flush()
 
     def _remove_incomplete(self):
         """What a stop in the middle of a write left behind, removed so that it is redone."""

@@ -30,22 +30,24 @@ def _summary(f) -> dict:
             "sparsities": results.sparsities(f, cfg)}
 
 
-def liveness(s: dict, now: float) -> str:
-    """What a file's `running` status means: `running` while its writer's heartbeat is
-    fresh; dead once it has been silent for results.STALE seconds (a job killed outright or
-    a lost node leaves `running` behind: no handler runs); unknown for files written before
-    the heartbeat. Any other status is final and returned as it is."""
+def liveness(s: dict, now: float) -> tuple[str, str]:
+    """(state, how status shows it) of a file: a status other than `running` is final and
+    shown as it is; `running` is running while its writer's heartbeat is fresh, and dead
+    once it has been silent for results.STALE seconds (a job killed outright or a lost node
+    leaves `running` behind: no handler runs); a file written before the heartbeat is taken
+    as running, and says it cannot tell."""
     if s["status"] != "running":
-        return s["status"]
+        return s["status"], s["status"]
     if not np.isfinite(s["heartbeat"]):
-        return "running (or dead: this file has no heartbeat to tell)"
+        return "running", "running (or dead: this file has no heartbeat to tell)"
     silent = now - s["heartbeat"]
     if silent <= results.STALE:
-        return "running"
-    return (f"dead: the file says running, but its writer has been silent for {silent:.0f} s "
-            f"(since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(s['heartbeat']))}; "
-            f"it beats every {results.HEARTBEAT:g} s): the job was killed or lost its node; "
-            "--resume continues it")
+        return "running", "running"
+    return "dead", (f"dead: the file says running, but its writer has been silent for "
+                    f"{silent:.0f} s (since "
+                    f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(s['heartbeat']))}; "
+                    f"it beats every {results.HEARTBEAT:g} s): the job was killed or lost its "
+                    "node; --resume continues it")
 
 
 def report(path: str, now: float | None = None) -> str:
@@ -54,10 +56,9 @@ def report(path: str, now: float | None = None) -> str:
     cfg, cells = s["config"], s["cells"]
     grid = plan.grid_for(cfg, len(s["sparsities"]))
     done = {c["name"] for c in cells}
-    state = liveness(s, now)
-    if state != "running":
-        s["status"] = state
-    lines = [f"{path}: {s['status']}" + (f" ({s['error']})" if s["error"] else "")
+    state, shown = liveness(s, now)
+    running = state == "running"
+    lines = [f"{path}: {shown}" + (f" ({s['error']})" if s["error"] else "")
              + (f", resumed {s['resumed']} time(s)" if s["resumed"] else ""),
              f"cells done: {len(done)} / {len(grid)}"
              + ("" if s["dense"] else " (dense phase not finished yet)")]
@@ -66,8 +67,7 @@ def report(path: str, now: float | None = None) -> str:
         lines.append(f"diverged: {len(diverged)}: " + ", ".join(
             f"{c['name']} (epoch {c['diverged_epoch']})" for c in diverged))
     this_job = [c for c in cells if c["t_start"] >= s["job_started"] - 1]
-    running = s["status"].startswith("running")
-    end = now if running else s["heartbeat"] if s["status"].startswith("dead") else \
+    end = now if running else s["heartbeat"] if state == "dead" else \
         max([c["t_end"] for c in this_job], default=float("nan"))
     elapsed = end - s["job_started"]
     line = (f"elapsed (latest job): {elapsed:.0f} s" if np.isfinite(elapsed)

@@ -25,10 +25,26 @@ RAW = {"name": "divergence", "model": {"name": "lenet_300_100"},
 DIVERGING = ["--set", "train.learning_rate=1.0"]
 
 
-def write_config(tmp_path):
+def write_config(tmp_path, raw=RAW):
     path = tmp_path / "div.yaml"
-    path.write_text(config.yaml.safe_dump(RAW))
+    path.write_text(config.yaml.safe_dump(raw))
     return str(path)
+
+
+def cells_at_a_diverging_rate(cfg_path: str, out: str):
+    """The dense phase of a stable run, then its cells retrained at a diverging rate: the
+    file of the first run is given the second config (as if it had been written by it) and
+    resumed, so the masks come from a dense net that trained. Returns the resumed run."""
+    proc = lth(2, cfg_path, "--output", out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    hot = config.load(cfg_path, ["train.learning_rate=1.0", f"output={out}"])
+    with h5py.File(out, "a") as f:
+        del f["cells"]
+        f.create_group("cells")
+        f.attrs["config"], f.attrs["config_hash"] = config.dump(hot), results.config_hash(hot)
+    proc = lth(2, cfg_path, "--output", out, "--resume", *DIVERGING)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
 
 
 def test_a_diverged_dense_network_stops_the_job_before_the_masks(tmp_path):
@@ -44,21 +60,11 @@ def test_a_diverged_dense_network_stops_the_job_before_the_masks(tmp_path):
 
 
 def test_diverged_cells_are_results_and_the_grid_goes_on(tmp_path):
-    """The dense phase of a stable run, then the grid retrained at a diverging rate: the file
-    of the first run is given the second config (as if it had been written by it) and
-    resumed, so the masks come from a dense net that trained and the cells diverge or not by
-    their sparsity alone."""
+    """The grid retrained at a diverging rate from a dense net that trained: the cells
+    diverge or not by their sparsity alone."""
     cfg_path = write_config(tmp_path)
     out = str(tmp_path / "c.h5")
-    proc = lth(2, cfg_path, "--output", out)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    hot = config.load(cfg_path, ["train.learning_rate=1.0", f"output={out}"])
-    with h5py.File(out, "a") as f:
-        del f["cells"]
-        f.create_group("cells")
-        f.attrs["config"], f.attrs["config_hash"] = config.dump(hot), results.config_hash(hot)
-    proc = lth(2, cfg_path, "--output", out, "--resume", *DIVERGING)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = cells_at_a_diverging_rate(cfg_path, out)
     assert proc.stdout.count("DIVERGED in epoch 1") == 2
     cells = {c["sparsity"]: c for c in results.read_cells(out)}
     for s in (0.2, 0.5):
@@ -87,25 +93,16 @@ def test_diverged_cells_are_results_and_the_grid_goes_on(tmp_path):
 
 
 def test_a_diverged_level_ends_its_chain_and_resume_keeps_it_ended(tmp_path):
-    """Iterative pruning: the dense phase of a stable run, then the levels at a diverging
-    rate (the same swap of configs as above). Level 1 (80% of the weights) diverges, so its
+    """Iterative pruning, the levels retrained at a diverging rate from a dense net that
+    trained. Level 1 (80% of the weights) diverges, so its
     chain has nothing to prune from: levels 2 and 3 are never trained, nor are their
     controls (the ticket never had their masks), and the file is complete. A second
     --resume finds nothing to do and leaves the chain ended."""
-    raw = {**RAW, "prune": {"mode": "iterative", "levels": 3}, "controls": ["random_reinit"],
-           "parallel": {"group_size": 1}}
-    cfg_path = str(tmp_path / "imp.yaml")
-    open(cfg_path, "w").write(config.yaml.safe_dump(raw))
+    cfg_path = write_config(tmp_path, {**RAW, "prune": {"mode": "iterative", "levels": 3},
+                                       "controls": ["random_reinit"],
+                                       "parallel": {"group_size": 1}})
     out = str(tmp_path / "c.h5")
-    proc = lth(2, cfg_path, "--output", out)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    hot = config.load(cfg_path, ["train.learning_rate=1.0", f"output={out}"])
-    with h5py.File(out, "a") as f:
-        del f["cells"]
-        f.create_group("cells")
-        f.attrs["config"], f.attrs["config_hash"] = config.dump(hot), results.config_hash(hot)
-    proc = lth(2, cfg_path, "--output", out, "--resume", *DIVERGING)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cells_at_a_diverging_rate(cfg_path, out)
     cells = {c["name"]: c for c in results.read_cells(out)}
     assert cells["m00_r0_none"]["status"] == "diverged"
     assert sorted(cells) == ["m00_r0_none", "m00_r0_random_reinit"]

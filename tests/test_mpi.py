@@ -1,7 +1,18 @@
 """MPI tests under real mpiexec at 2 and 4 ranks (the scripts work at any size)."""
+import json
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
 import pytest
 
-from mpi_helpers import mpiexec, needs_horovod
+from lth_mpi import data
+from mpi_helpers import ROOT, TINY, lth, mpiexec, needs_horovod
+
+needs_data = pytest.mark.skipif(not os.path.isdir(data.FASHION_MNIST_DIR),
+                                reason="dataset-fashion-mnist not installed (run/install.sh)")
 
 SIZES = [2, 4]
 
@@ -23,6 +34,7 @@ def test_data_parallel_group_of_two(n, way):
     assert "data parallel OK" in proc.stdout
 
 
+@needs_data
 @needs_horovod
 def test_batchnorm_group_is_one_model_and_sync_matches_one_rank(tmp_path):
     """A ResNet (depth 8, 7 BatchNorm layers) on real Fashion-MNIST, a group of 2 against one
@@ -37,9 +49,6 @@ def test_batchnorm_group_is_one_model_and_sync_matches_one_rank(tmp_path):
     outside (each rank normalizes by its half-batch statistics: measured about 19x), which
     shows the check has teeth. (Without XLA: the same semantics at a third of the time.)
     """
-    import numpy as np
-    if not __import__("os").path.isdir("/usr/share/datasets/fashion-mnist"):
-        pytest.skip("dataset-fashion-mnist not installed")
     out = tmp_path / "bn.npz"
     proc = mpiexec(2, ["tests/mpi/check_batchnorm.py", str(out)], timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -58,20 +67,12 @@ def test_batchnorm_group_is_one_model_and_sync_matches_one_rank(tmp_path):
     assert distance("world_sync1", "g1_sync1") <= 3 * reference
 
 
+@needs_data
 def test_batchnorm_regime_is_the_same_for_dense_and_cells_by_default_and_recorded(tmp_path):
     """A BatchNorm model in groups of 2 through `lth-mpi run`: by default (auto) the cells
     synchronize BatchNorm, so they normalize over the dense net's batch; with sync off they
     normalize over half of it, the file says so, and the analysis refuses to compare the
     regimes unless told to, and then says so at the top."""
-    import os
-    import subprocess
-    import sys
-    from lth_mpi import data
-    from mpi_helpers import ROOT, TINY, lth
-    if not os.path.isdir(data.FASHION_MNIST_DIR):
-        pytest.skip("dataset-fashion-mnist not installed (run/install.sh)")
-    import h5py
-    import json
     small = ["--set", "model.name=resnet", "--set", "model.depth=8", "--set", "model.width=4",
              "--set", "train.epochs=1", "--set", "prune.sparsities=[0.5]",
              "--set", "rewind.points=[0]", "--set", "controls=[]", "--set", "parallel.group_size=2"]

@@ -27,9 +27,9 @@ print(len(cells), ";".join(c["name"] + ":" + str(len(c["epoch"])) + ":" +
 """
 
 
-def status(out):
+def status(out, env=ENV):
     return subprocess.run([sys.executable, "-m", "lth_mpi", "status", out], capture_output=True,
-                          text=True, cwd=ROOT, env=ENV, timeout=60)
+                          text=True, cwd=ROOT, env=env, timeout=60)
 
 
 def test_a_running_search_reads_consistently_from_other_processes(tmp_path):
@@ -112,16 +112,14 @@ def test_status_tells_a_dead_job_from_a_running_one(tmp_path):
                 beats.append(float(f.attrs["heartbeat"]))
             time.sleep(1.5)
         assert beats[1] > beats[0]                          # it beats while cells train
-        alive = subprocess.run([sys.executable, "-m", "lth_mpi", "status", out], env=env,
-                               capture_output=True, text=True, cwd=ROOT, timeout=60).stdout
+        alive = status(out, env).stdout
         assert alive.splitlines()[0].endswith(": running") and "ETA" in alive
     finally:
         for p in psutil.Process(job.pid).children(recursive=True) + [psutil.Process(job.pid)]:
             p.kill()
         job.wait(timeout=60)
     time.sleep(4)
-    dead = subprocess.run([sys.executable, "-m", "lth_mpi", "status", out], env=env,
-                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    dead = status(out, env)
     assert dead.returncode == 0, dead.stderr
     first = dead.stdout.splitlines()[0]
     assert ": dead: the file says running, but its writer has been silent for" in first, first
