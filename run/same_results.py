@@ -22,7 +22,7 @@ TINY = "tests/configs/tiny_fashion.yaml"
 
 # name -> (ranks, config, extra options, environment); a resume is two runs into one file
 RUNS = {
-    "demo_n1": (1, DEMO, [], {}),
+    "demo_n1": (1, DEMO, ["--set", "parallel.group_size=1"], {}),
     "demo_n4": (4, DEMO, [], {}),
     "imp": (2, "run/configs/imp_lenet_fashion.yaml", ["--set", "prune.levels=6"], {}),
     "gradual": (2, "run/configs/gradual_lenet_fashion.yaml", [], {}),
