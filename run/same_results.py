@@ -40,7 +40,7 @@ VOLATILE_DATASETS = {"epoch_seconds", "timeline"}
 
 
 def run(ranks: int, config: str, out: str, extra: list[str], env: dict) -> int:
-    cmd = ["bash", "run/mpiexec.sh", "-n", str(ranks), sys.executable, "-m", "mpi4py", "-m",
+    cmd = ["bash", "run/mpiexec.sh", "-n", str(ranks), "python3", "-m", "mpi4py", "-m",
            "lth_mpi", "run", config, "--output", out, *extra]
     print("same_results: " + " ".join(cmd), flush=True)
     return subprocess.run(cmd, cwd=ROOT, env={**os.environ, **env}).returncode
