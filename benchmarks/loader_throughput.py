@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from data_prep import h5format, idx  # noqa: E402
+from lth_mpi.data import h5format, idx  # noqa: E402
 from lth_mpi import config, data, training  # noqa: E402
 
 FMNIST_H5 = "/tmp/lth_bench_fashion_mnist.h5"

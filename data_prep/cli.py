@@ -16,7 +16,9 @@ import os
 import sys
 import time
 
-from . import cifar, h5format, idx, imagenet
+from lth_mpi.data import h5format
+
+from . import cifar, idx, imagenet
 from .parallel import World
 
 

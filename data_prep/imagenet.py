@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 from PIL import Image
 
-from . import h5format
+from lth_mpi.data import h5format
 
 IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif",
                               ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".qoi"})

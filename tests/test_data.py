@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from data_prep import augment, h5format, prefetch, reader
+from lth_mpi.data import augment, h5format, prefetch, reader
 from lth_mpi import data
 
 
@@ -74,7 +74,7 @@ def test_limit_and_errors(tmp_path):
 def test_a_gzipped_file_is_decompressed_once_and_again_when_replaced(tmp_path):
     """The dense phase and the cells load the same .gz files: decompressed once per process,
     but a file rewritten in place (new time or size) is read anew."""
-    from data_prep import idx
+    from lth_mpi.data import idx
     path = str(tmp_path / "x.gz")
     write_idx(path, np.arange(24).reshape(6, 4), True)
     before = idx._gunzipped.cache_info()

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep import cifar, h5format, idx, imagenet, safe_pickle
+from data_prep import cifar, idx, imagenet, safe_pickle
+from lth_mpi.data import h5format
 from lth_mpi import data
 from mpi_helpers import ROOT
 from test_data import write_idx

@@ -88,7 +88,8 @@ needs_data = pytest.mark.skipif(not os.path.isdir(data.FASHION_MNIST_DIR),
 def test_resnet20_gradual_config_on_converted_cifar10_format(tmp_path):
     """The seed's setting, run/configs/cifar10_resnet20_gradual.yaml, on small converted
     CIFAR-10 data: a group of 2 prunes resnet20 to 60% and 70% while it trains."""
-    from data_prep import cifar, h5format
+    from data_prep import cifar
+    from lth_mpi.data import h5format
     from test_data_prep import cifar_arrays, write_cifar
     write_cifar(tmp_path / "src", "cifar10", "binary", cifar_arrays(600, 10, 3),
                 cifar_arrays(200, 10, 4))

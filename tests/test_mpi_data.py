@@ -7,7 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
-from data_prep import cifar, h5format
+from data_prep import cifar
+from lth_mpi.data import h5format
 from lth_mpi import results
 from mpi_helpers import lth, mpiexec
 from test_data import make_h5

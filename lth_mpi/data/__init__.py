@@ -3,12 +3,12 @@
 `dataset: {name, path, train_examples, test_examples, ...}`: extra keys are keyword options of
 the reader named, checked against its signature. Readers:
   * fashion_mnist, mnist: IDX files, held in memory whole; each global batch is dealt over
-    the group (data_prep.reader).
+    the group (lth_mpi.data.reader).
   * cifar10, cifar100, imagenet64, h5: a file converted by `python -m data_prep` (docs/data.md),
-    held in memory when small, otherwise streamed from per-rank shards: see data_prep.reader.
+    held in memory when small, otherwise streamed from per-rank shards: see lth_mpi.data.reader.
   * synthetic: learnable random data for tests.
 Images stay uint8 NHWC (4x smaller than float); the training step normalizes them with the
-dataset's per-channel mean and std. Every reader returns a data_prep.reader.Dataset.
+dataset's per-channel mean and std. Every reader returns a lth_mpi.data.reader.Dataset.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import os
 
 import numpy as np
 
-from data_prep import h5format, reader
-from data_prep.idx import CLASS_NAMES, IDX_FILES, idx_path, read_idx
+from . import h5format, reader
+from .idx import CLASS_NAMES, IDX_FILES, idx_path, read_idx
 
 Dataset = reader.Dataset
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
