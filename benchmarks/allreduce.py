@@ -59,12 +59,14 @@ def main():
         raise SystemExit("run on 2 or 4 ranks: mpiexec -n 2 python -m mpi4py benchmarks/allreduce.py")
     import horovod.tensorflow as hvd
     import tensorflow as tf
-    from lth_mpi import data, parallel
+    from lth_mpi import data
+    from lth_mpi.comm.reducers import mpi_reducers
+    from lth_mpi.comm.world import split, wait_quietly
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(min(2, args.threads))
     if world.Get_size() == 4:
         return process_sets(args, world)
-    layout = parallel.split(2)
+    layout = split(2)
     name = "fashion_mnist" if os.path.isdir(data.FASHION_MNIST_DIR) else "synthetic"
     models = args.models.split(",")
     # before hvd.init: the step of one rank alone and of a group averaging with mpi4py (once
@@ -74,7 +76,7 @@ def main():
     hvd.init(comm=world)
     hvd.allreduce(tf.constant([1.0]))           # the background thread is running
     idle.append(idle_cores(world, args.idle))
-    mpi_average = parallel.mpi_reducers(layout.world).average
+    mpi_average = mpi_reducers(layout.world).average
     lines = []
     for model_name in models:
         grads, size = gradients_of(model_name, world.Get_rank())
@@ -109,7 +111,7 @@ def main():
         for way, two in steps[model_name].items():
             lines.append(f"  step, group of 2, {way:<12} {two:8.1f} ms  = {two / alone:.2f}x "
                          f"one rank; {two - alone / 2:+.1f} ms per step over a perfect halving")
-    parallel.wait_quietly()
+    wait_quietly()
     idle = world.gather(idle)
     if world.Get_rank() == 0:
         print(f"HOROVOD_CYCLE_TIME={os.environ.get('HOROVOD_CYCLE_TIME', 'default')} "
@@ -148,7 +150,7 @@ def process_sets(args, world):
     """4 ranks, two groups of 2: Horovod per group, Horovod process sets, mpi4py."""
     import horovod.tensorflow as hvd
     import tensorflow as tf
-    from lth_mpi import parallel
+    from lth_mpi.comm.world import wait_quietly
     rank = world.Get_rank()
     group = world.Split(rank // 2, rank)
     if args.horovod == "process-sets":         # Horovod cannot be started twice in a process
@@ -200,7 +202,7 @@ def process_sets(args, world):
         for k, v in times.items():
             m = statistics.median(v)
             lines.append(f"  {k:<30} {m:8.2f} ms per exchange  {m / ref:5.2f}x mpi4py")
-    parallel.wait_quietly()
+    wait_quietly()
     if rank == 0:
         print(f"4 ranks, --horovod {args.horovod}, {args.threads} thread(s) per rank "
               "(oversubscribed on fewer cores: "
@@ -211,7 +213,9 @@ def process_sets(args, world):
 def step_times(model_name, data_name, args, layout, world, way) -> dict:
     """Median step time (ms) of a group of 2 averaging with `way`, and with "mpi" (called
     before hvd.init) also of one rank alone, the other sleeping, with the same global batch."""
-    from lth_mpi import config, data, parallel, training
+    from lth_mpi import config, data, training
+    from lth_mpi.comm.reducers import group_reducers
+    from lth_mpi.comm.world import wait_quietly
 
     def trainer(g):
         cfg = config.load(raw={
@@ -223,7 +227,7 @@ def step_times(model_name, data_name, args, layout, world, way) -> dict:
         d = data.load(cfg["dataset"], (layout.group_rank, g) if g > 1 else (0, 1))
         model, idx = training.build_for(cfg, d, seed=0)
         t = training.Trainer(model, d, cfg["train"], idx,
-                             parallel.group_reducers(layout, way) if g > 1 else None)
+                             group_reducers(layout, way) if g > 1 else None)
         t.train_epoch(1)
         return t
 
@@ -241,7 +245,7 @@ def step_times(model_name, data_name, args, layout, world, way) -> dict:
     if way == "mpi":
         if layout.rank == 0:          # the other rank sleeps
             out["one rank alone"] = median_step(trainer(1), False)
-        parallel.wait_quietly()
+        wait_quietly()
     return out
 
 

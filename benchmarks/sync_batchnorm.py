@@ -19,7 +19,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from mpi4py import MPI  # noqa: E402
 
-from lth_mpi import config, data, parallel, training  # noqa: E402
+from lth_mpi import config, data, training  # noqa: E402
+from lth_mpi.comm import reducers  # noqa: E402
+from lth_mpi.comm.world import split, wait_quietly  # noqa: E402
 
 
 def main():
@@ -35,9 +37,9 @@ def main():
     if G < 2:
         raise SystemExit("run on G >= 2 ranks: mpiexec -n 2 python -m mpi4py "
                          "benchmarks/sync_batchnorm.py")
-    layout = parallel.split(G)
-    parallel.configure_tensorflow(layout, args.threads)
-    group = parallel.group_reducers(layout)    # Horovod on GPUs, mpi4py on CPUs (auto)
+    layout = split(G)
+    reducers.choose(layout, "auto", training.configure(layout, args.threads))
+    group = reducers.group_reducers(layout)    # Horovod on GPUs, mpi4py on CPUs (auto)
     name = "fashion_mnist" if os.path.isdir(data.FASHION_MNIST_DIR) else "synthetic"
 
     def trainer(sync, g, xla=True):
@@ -71,7 +73,7 @@ def main():
                 t.train_epoch(r + 2)
                 rounds.append((time.perf_counter() - t0) / args.steps)
             alone[xla] = statistics.median(rounds)
-    parallel.wait_quietly()
+    wait_quietly()
     if layout.rank == 0:
         base = statistics.median(times[f"group of {G}"])
         print(f"{args.model}, global batch {args.batch}, {args.threads} thread(s) per rank, "

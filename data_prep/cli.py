@@ -16,10 +16,10 @@ import os
 import sys
 import time
 
+from lth_mpi.comm import world
 from lth_mpi.data import h5format
 
 from . import cifar, idx, imagenet
-from .parallel import World
 
 
 class Parser(argparse.ArgumentParser):
@@ -27,7 +27,7 @@ class Parser(argparse.ArgumentParser):
         """One line, as for every other error (argparse's usage text would repeat per rank)."""
         sys.stderr.write(f"data_prep: error: {message}\n")
         sys.stderr.flush()
-        World().wait()            # every rank's line is out before the first exit aborts the job
+        world.wait_quietly()      # every rank's line is out before the first exit aborts the job
         sys.exit(2)
 
 
@@ -56,17 +56,13 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def fail(world: World, message: str) -> int:
-    """Every rank (all know the error) writes its line before any exits: under
-    `python -m mpi4py` the first non-zero exit aborts the job and would cut the others off."""
-    sys.stderr.write(f"data_prep: error: {message}\n")   # one write: lines never interleave
-    sys.stderr.flush()
-    world.wait()
-    return 2
+def fail(message: str) -> int:
+    """Every rank (all know the error) writes its one line; the exit status."""
+    return world.fail(message, prog="data_prep", leave=False)
 
 
-def say(world: World, message: str) -> None:
-    if world.rank == 0:
+def say(message: str) -> None:
+    if world.rank() == 0:
         print(f"data_prep: {message}", flush=True)
 
 
@@ -78,7 +74,7 @@ def check_dst(dst: str) -> None:
         raise ValueError(f"{dst}: is a directory; give the output file's path")
 
 
-def convert_small(args, world: World) -> int:
+def convert_small(args) -> int:
     """Rank 0 converts into one file; every rank learns the outcome."""
     def work():
         check_dst(args.dst)
@@ -92,8 +88,8 @@ def convert_small(args, world: World) -> int:
 
     counts, error = world.share(work)
     if error:
-        return fail(world, error)
-    say(world, f"{args.command}: {counts['train']} train + {counts['test']} test images "
+        return fail(error)
+    say(f"{args.command}: {counts['train']} train + {counts['test']} test images "
                f"-> {args.dst}")
     return 0
 
@@ -103,7 +99,7 @@ def shard_folder(dst: str) -> str:
     return stem + ".shards"
 
 
-def convert_tree(args, world: World) -> int:
+def convert_tree(args) -> int:
     t0 = time.time()
     folder = shard_folder(args.dst)
 
@@ -119,16 +115,16 @@ def convert_tree(args, world: World) -> int:
 
     tree, error = world.share(scan)
     if error:
-        return fail(world, error)
+        return fail(error)
     shards = imagenet.plan(tree, args.shard_size, args.seed)
     width = imagenet.path_width(tree)
-    say(world, f"imagenet: {len(tree.train)} train + {len(tree.test)} val images "
+    say(f"imagenet: {len(tree.train)} train + {len(tree.test)} val images "
                f"({tree.test_layout}), {len(tree.classes)} classes, {len(shards)} shards over "
-               f"{world.size} rank(s)")
+               f"{world.size()} rank(s)")
 
     done = reused = 0
     error = None
-    for shard in shards[world.rank::world.size]:
+    for shard in shards[world.rank()::world.size()]:
         path = os.path.join(folder, shard.name + ".h5")
         key = imagenet.plan_key(shard, args.size, width)
         try:
@@ -139,7 +135,7 @@ def convert_tree(args, world: World) -> int:
             arrays, attrs = imagenet.convert_shard(tree.root, shard, args.size, width)
             h5format.write_shard(path, arrays, attrs, key)
             done += len(shard.files)
-            print(f"data_prep: [rank {world.rank}] {shard.name}: {len(arrays['labels'])} "
+            print(f"data_prep: [rank {world.rank()}] {shard.name}: {len(arrays['labels'])} "
                   f"images, {len(shard.files) - len(arrays['labels'])} skipped, "
                   f"{time.time() - t:.1f}s", flush=True)
         except (OSError, ValueError) as exc:
@@ -147,8 +143,8 @@ def convert_tree(args, world: World) -> int:
             break
     error = world.agree(error)
     if error:
-        return fail(world, error)
-    done, reused = world.sum(done), world.sum(reused)
+        return fail(error)
+    done, reused = world.total(done), world.total(reused)
 
     def index():
         paths = {split: [os.path.join(folder, s.name + ".h5") for s in shards if s.split == split]
@@ -162,9 +158,9 @@ def convert_tree(args, world: World) -> int:
 
     n_skipped, error = world.share(index)
     if error:
-        return fail(world, error)
+        return fail(error)
     seconds = time.time() - t0
-    say(world, f"imagenet: {len(shards) - reused} shards written, {reused} reused, "
+    say(f"imagenet: {len(shards) - reused} shards written, {reused} reused, "
                f"{n_skipped} images skipped -> {args.dst}; {done} files converted in "
                f"{seconds:.1f}s ({done / max(seconds, 1e-9):.0f} files/s)")
     return 0
@@ -172,7 +168,6 @@ def convert_tree(args, world: World) -> int:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    world = World()
     if args.command == "imagenet":
-        return convert_tree(args, world)
-    return convert_small(args, world)
+        return convert_tree(args)
+    return convert_small(args)

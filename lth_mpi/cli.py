@@ -45,16 +45,17 @@ def main(argv=None) -> int:
     if args.command == "export":
         from . import export
         return export.main(args.results, args.cell, args.format, args.quantize, args.output)
-    from . import config, parallel   # after argparse, so --help needs no MPI
+    from . import config   # after argparse, so --help needs no MPI
+    from .comm import world
     literal = {"output": args.output} if args.output else {}   # a path, never YAML
     cfg, error = None, None
     try:
-        cfg = config.load(args.config, args.set, world_size=parallel.world_size(), literal=literal)
+        cfg = config.load(args.config, args.set, world_size=world.size(), literal=literal)
     except config.ConfigError as exc:
         error = str(exc)
-    error = parallel.agree(error)   # a file missing on one node fails every rank alike
+    error = world.agree(error)   # a file missing on one node fails every rank alike
     if error:
-        parallel.fail(error)
+        world.fail(error)
     from . import search   # TensorFlow's import (seconds) only once the config is good
     return search.run(cfg, resume=args.resume, dry_run=args.dry_run)
 
@@ -68,5 +69,5 @@ def console() -> None:
         raise
     except BaseException:
         traceback.print_exc()
-        from lth_mpi import parallel
-        parallel.abort(1)
+        from lth_mpi.comm import world
+        world.abort(1)

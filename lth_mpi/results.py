@@ -5,7 +5,6 @@ h5py: the parallel layer makes sure only the writer rank calls the writing half.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -18,61 +17,17 @@ import numpy as np
 from . import config as config_mod
 from . import faults, pruning
 from . import plan as plan_mod
+from .comm.wire import CURVES, CellResult
 
 FORMAT = "lth-mpi results"
 VERSION = 3    # 2: validation curves, early stop on validation; 3: completeness markers
 DENSE_OBJECTS = ("dense", "weights", "checkpoints", "masks")
-CURVES = ("epoch", "iteration", "train_loss", "test_loss", "test_accuracy", "val_loss",
-          "val_accuracy", "epoch_seconds")
 NEW_IN_2 = ("val_loss", "val_accuracy")
 WEIGHTS_STORAGE = {"compression": "gzip", "shuffle": True}   # pruned zeros cost ~nothing
 # seconds between the writer's beats: a running file's job is alive (LTH_HEARTBEAT: tests)
 HEARTBEAT = float(os.environ.get("LTH_HEARTBEAT", 10.0))
 STALE = 6 * HEARTBEAT   # ... and dead (killed, or its node lost) once this long silent
 PHASES = ("setup", "dense", "wait", "broadcast", "cell", "drain", "gather")
-
-
-@dataclasses.dataclass
-class CellResult:
-    """What a group leader sends the writer when a cell finishes: one encode/decode pair,
-    so the two ends cannot disagree on positions. `mask` and `mask_next` (bit-packed, empty
-    when not kept) are iterative pruning's: the mask the level trained with and the next
-    level's, pruned from this level's trained weights (what a resumed chain starts from)."""
-    cell: int
-    group: int
-    t_start: float
-    t_end: float
-    history: dict                  # CURVES -> arrays, plus "diverged" (epoch, 0 if trained)
-    mask: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.uint8))
-    mask_next: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.uint8))
-    weights: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.float32))
-
-    HEAD = 9   # cell, group, t_start, t_end, epochs, diverged, len(mask), len(mask_next),
-    #            len(weights): trained weights, flat float32 (results.keep_weights)
-
-    def encode(self) -> np.ndarray:
-        n = len(self.history["epoch"])
-        head = [self.cell, self.group, self.t_start, self.t_end, n, self.history["diverged"],
-                self.mask.size, self.mask_next.size, self.weights.size]
-        numbers = np.concatenate([np.asarray(head, np.float64)]
-                                 + [np.asarray(self.history[k], np.float64) for k in CURVES])
-        return np.concatenate([numbers.view(np.uint8), self.mask.astype(np.uint8),
-                               self.mask_next.astype(np.uint8),
-                               np.ascontiguousarray(self.weights, np.float32).view(np.uint8)])
-
-    @classmethod
-    def decode(cls, buf: np.ndarray) -> "CellResult":
-        buf = np.ascontiguousarray(buf, np.uint8)
-        head = buf[:cls.HEAD * 8].view(np.float64)
-        n, n_mask, n_next, n_weights = int(head[4]), int(head[6]), int(head[7]), int(head[8])
-        end = (cls.HEAD + len(CURVES) * n) * 8
-        curves = buf[cls.HEAD * 8:end].view(np.float64).reshape(len(CURVES), n)
-        history = dict(zip(CURVES, curves))
-        history["diverged"] = int(head[5])
-        at = end + n_mask + n_next
-        return cls(int(head[0]), int(head[1]), float(head[2]), float(head[3]), history,
-                   buf[end:end + n_mask].copy(), buf[end + n_mask:at].copy(),
-                   buf[at:at + 4 * n_weights].copy().view(np.float32))
 
 
 class NotAResultsFile(ValueError):
@@ -135,6 +90,21 @@ def check_resumable(f: h5py.File, path: str, cfg: dict, fingerprint: str | None,
                          + ", ".join(f"{k} {software[k]}" for k in changed)
                          + ": they decide results, so finish it with the stack that started "
                          "it, or start a new --output")
+
+
+def rank_entry(layout) -> dict:
+    """This rank's line of the `ranks` attribute (gathered from every rank by the caller)."""
+    return {"rank": layout.rank, "host": layout.host, "group": layout.group,
+            "group_rank": layout.group_rank, "local_rank": layout.local_rank,
+            "threads": layout.threads, "allreduce": layout.allreduce, "pid": os.getpid()}
+
+
+def provenance(layout, ranks: list[dict], stack: dict) -> dict:
+    """The provenance attributes: the software stack (comm.stack.describe), the layout and
+    every rank's rank_entry."""
+    return {**stack, "world_size": layout.size, "group_size": layout.group_size,
+            "n_groups": layout.n_groups, "hosts": sorted({r["host"] for r in ranks}),
+            "ranks": ranks}
 
 
 class Writer:

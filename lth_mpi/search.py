@@ -1,6 +1,6 @@
 """One lottery-ticket search, phase by phase: validate, dense, masks, broadcast, grid, gather.
 
-The flow reads top to bottom in run(); MPI stays behind lth_mpi.parallel, TensorFlow behind
+The flow reads top to bottom in run(); MPI stays behind lth_mpi.comm, TensorFlow behind
 lth_mpi.training, HDF5 behind lth_mpi.results.
 """
 from __future__ import annotations
@@ -12,8 +12,13 @@ import time
 import numpy as np
 
 from . import config as config_mod
-from . import data, gradual, imp, models, parallel, plan, pruning, results, seeds, training
-from .parallel import fail
+from . import data, gradual, imp, models, plan, pruning, results, seeds, training
+from .comm import reducers, stack, world
+from .comm.channel import ResultChannel
+from .comm.queue import WorkQueue
+from .comm.stop import Stopper
+from .comm.wire import CellResult
+from .comm.world import fail
 
 
 class Timeline:
@@ -213,8 +218,8 @@ def chain_starts(layout, grid, done, writer, packed, packed_len):
             rows.append(mask)
             stopped.append(diverged)
         rows = np.stack(rows)
-    rows = parallel.bcast_array(rows, (len(chains), packed_len), np.uint8)
-    stopped = parallel.bcast_object(stopped)
+    rows = world.bcast_array(rows, (len(chains), packed_len), np.uint8)
+    stopped = world.bcast_object(stopped)
     return ({c[0].chain: row for c, row in zip(chains, rows)},
             {c[0].chain for c, s in zip(chains, stopped) if s})
 
@@ -231,9 +236,9 @@ def ticket_masks(layout, writer, grid, cells, done, packed_len) -> dict:
         rows = [np.zeros(packed_len, np.uint8) if m is None else m for m in got] or \
             [np.zeros(packed_len, np.uint8)]
         have = [m is not None for m in got]
-    rows = parallel.bcast_array(None if rows is None else np.stack(rows),
+    rows = world.bcast_array(None if rows is None else np.stack(rows),
                                 (max(len(want), 1), packed_len), np.uint8)
-    have = parallel.bcast_object(have if layout.is_writer else None)
+    have = world.bcast_object(have if layout.is_writer else None)
     return {c.name: row for c, row, h in zip(want, rows, have) if h}
 
 
@@ -272,7 +277,7 @@ def dense_phases(cfg, layout, writer, model, prunable_idx, have, stopper, timeli
         try:
             if data_parallel:   # every rank trains on its shard of the whole training set
                 out[k] = dense_phase(rcfg, data.load(cfg["dataset"], (layout.rank, layout.size)),
-                                     parallel.mpi_reducers(layout.world), stop=stopper.requested)
+                                     reducers.mpi_reducers(layout.world), stop=stopper.requested)
             else:
                 out[k] = dense_phase(rcfg, data.load(cfg["dataset"]), stop=stopper.requested)
         except Diverged as exc:
@@ -284,12 +289,12 @@ def dense_phases(cfg, layout, writer, model, prunable_idx, have, stopper, timeli
     if mine:
         timeline.add("dense", t_dense)
     t = time.time()
-    parallel.wait_quietly(tick=stopper.requested)
+    world.wait_quietly(tick=stopper.requested)
     timeline.add("wait", t)
-    error = parallel.agree(error)
+    error = world.agree(error)
     if error == "interrupted":
         stopper.requested()
-        parallel.wait_quietly()
+        world.wait_quietly()
         stopper.finish()
         message = (f"{stopper.describe()} during the dense phase; nothing was "
                    f"kept, run again (or --resume) to start over")
@@ -309,10 +314,10 @@ def dense_phases(cfg, layout, writer, model, prunable_idx, have, stopper, timeli
         history = trained = None
         if k in todo:
             got = out.get(k) if layout.rank == root else None
-            history = parallel.bcast_object(got[0] if got else None, root=root)
+            history = world.bcast_object(got[0] if got else None, root=root)
             ck, pk, rz, trained = got[1:] if got else (None,) * 4
             if keep:
-                trained = parallel.bcast_array(trained, (n_weights,), np.float32, root)
+                trained = world.bcast_array(trained, (n_weights,), np.float32, root)
         elif layout.is_writer:        # resumed: the writer reads it back
             _, _, c, m = results.read_dense(writer.f, k)
             ck = np.stack([training.flatten(x) for x in c])
@@ -320,9 +325,9 @@ def dense_phases(cfg, layout, writer, model, prunable_idx, have, stopper, timeli
             rz = results.replicate_group(writer.f, k)["masks"].attrs["sparsity_realized"]
         else:
             ck = pk = rz = None
-        ckpts.append(parallel.bcast_array(ck, (len(points), n_weights), np.float32, root))
-        packed.append(parallel.bcast_array(pk, (rows, packed_len), np.uint8, root))
-        realized.append(parallel.bcast_array(rz, (len(sp),), np.float64, root))
+        ckpts.append(world.bcast_array(ck, (len(points), n_weights), np.float32, root))
+        packed.append(world.bcast_array(pk, (rows, packed_len), np.uint8, root))
+        realized.append(world.bcast_array(rz, (len(sp),), np.float64, root))
         if layout.is_writer and k in todo and not error:
             try:
                 writer.write_dense(history, [w.path for w in model.weights], shapes,
@@ -334,7 +339,7 @@ def dense_phases(cfg, layout, writer, model, prunable_idx, have, stopper, timeli
                       f"test accuracy {history['test_accuracy'][-1]:.4f}", flush=True)
             except OSError as exc:    # e.g. a full disk: shared below, every rank stops
                 error = f"output: cannot write the dense phase to {cfg['output']} ({exc})"
-    error = parallel.agree(error)
+    error = world.agree(error)
     if error:
         if layout.is_writer:
             close_failed(writer, error)
@@ -346,28 +351,28 @@ def dense_phases(cfg, layout, writer, model, prunable_idx, have, stopper, timeli
 def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
     t_setup = time.time()
     timeline = Timeline()
-    size = parallel.world_size()
+    size = world.size()
 
     # --- 1. validate on every rank; the writer alone checks the output file -----------------
     error = None
     try:
         validate(cfg)
-        if parallel.world_rank() == 0 and not resume and not dry_run and os.path.exists(cfg["output"]):
+        if world.rank() == 0 and not resume and not dry_run and os.path.exists(cfg["output"]):
             raise ValueError(f"output: {cfg['output']} exists; pass --resume to continue it "
                              "or choose another --output")
     except ValueError as exc:
         error = str(exc)
-    error = parallel.agree(error)
+    error = world.agree(error)
     if error:
         fail(error)
 
     points, iterative = cfg["rewind"]["points"], config_mod.iterative(cfg)
-    layout = parallel.split(cfg["parallel"]["group_size"])
+    layout = world.split(cfg["parallel"]["group_size"])
     # this rank's data and model: checks that need them come before any file is created
     error = None
     try:
-        parallel.configure_tensorflow(layout, cfg["parallel"]["threads"],
-                                      cfg["parallel"]["allreduce"])
+        gpus = training.configure(layout, cfg["parallel"]["threads"])
+        reducers.choose(layout, cfg["parallel"]["allreduce"], gpus)
         group_data = data.load(cfg["dataset"], (layout.group_rank, layout.group_size))
         model, prunable_idx = training.build_for(cfg, group_data, cfg["seed"])
         if group_data.train_total < cfg["train"]["batch_size"]:
@@ -376,7 +381,7 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
         check_model(cfg, model, prunable_idx, group_data.train_total // cfg["train"]["batch_size"])
     except ValueError as exc:
         error = str(exc)
-    error = parallel.agree(error)
+    error = world.agree(error)
     if error:
         fail(error)
     reps = replicate_indices(cfg)
@@ -397,7 +402,8 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
 
     # --- 2. writer opens the file (new, or resumed); everyone learns what is done -----------
     writer, error, state = None, None, None
-    prov = parallel.provenance(layout)
+    prov = results.provenance(layout, world.allgather(results.rank_entry(layout)),
+                              stack.describe())
     prov["batchnorm_examples"] = training.batchnorm_regime(cfg, model, size)
     if layout.is_writer:
         try:
@@ -406,14 +412,14 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
             state = (sorted(writer.done_cells()), [writer.has_dense(k) for k in reps])
         except (ValueError, OSError) as exc:
             error = f"output: {exc}"
-    error = parallel.agree(error)
+    error = world.agree(error)
     if error:
         fail(error)
-    done, have_dense = parallel.bcast_object(state)
+    done, have_dense = world.bcast_object(state)
     done = set(done)
 
     timeline.add("setup", t_setup)
-    stopper = parallel.Stopper()   # from here on SIGTERM / SIGINT stop the job cleanly
+    stopper = Stopper()   # from here on SIGTERM / SIGINT stop the job cleanly
 
     # --- 3. dense phase (one per replicate of `seeds`); the others wait without spinning ---
     # --- 4. broadcast rewind checkpoints and masks (bit-exact buffers) ----------------------
@@ -423,7 +429,7 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
                                            stopper, timeline, sp, len(done), len(grid))
 
     # --- 5. groups retrain their cells, data-parallel (Horovod or mpi4py) -----------------
-    group = parallel.group_reducers(layout)
+    group = reducers.group_reducers(layout)
     trainer = training.Trainer(model, group_data, cfg["train"], prunable_idx, group,
                                stop=stopper.requested)
     chain_masks, ended = chain_starts(layout, plan.passes(grid, cfg)[0][0], done, writer,
@@ -437,7 +443,7 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
                 "total": sum(length[c.id] for c in grid if c.name not in done)}
 
     def on_result(msg):
-        res = results.CellResult.decode(msg)
+        res = CellResult.decode(msg)
         cell, hist, diverged = grid[res.cell], res.history, res.history["diverged"]
         point = points[cell.rewind] if cell.rewind >= 0 else None
         try:
@@ -451,7 +457,7 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
             close_failed(writer, message)
             sys.stderr.write(f"lth-mpi: error: {message}\n")
             sys.stderr.flush()
-            parallel.abort(3)
+            world.abort(3)
         progress["done"] += 1
         progress["work"] += length[cell.id]
         elapsed = time.time() - t_grid
@@ -475,7 +481,7 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
         send each result to the writer, and gather: True if the job was stopped."""
         work, stopped = None, False
         if plan.assignment(cfg, chained) == "dynamic":   # the longest task left, as groups free up
-            tasks, work = plan.queue(cells, cfg, spe, done, chained), parallel.WorkQueue(layout)
+            tasks, work = plan.queue(cells, cfg, spe, done, chained), WorkQueue(layout)
 
             def taken():
                 while (i := work.take()) < len(tasks):
@@ -484,7 +490,7 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
         else:
             mine = plan.assign(cells, layout.n_groups, plan.assignment(cfg, chained))[layout.group]
             todo = [c for c in mine if c.name not in done]
-        channel = parallel.ResultChannel(layout, on_result if layout.is_writer else None)
+        channel = ResultChannel(layout, on_result if layout.is_writer else None)
         drain = (lambda epoch: channel.drain()) if layout.is_writer else None
         for cell in todo:
             mask = mask_of(cell)
@@ -504,7 +510,7 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
                 timeline.add("cell", t, cell.id)
                 break
             timeline.add("cell", t, cell.id)
-            result = results.CellResult(cell.id, layout.group, t, time.time(), hist)
+            result = CellResult(cell.id, layout.group, t, time.time(), hist)
             weights = trainer.weights()
             if keep == "all" or keep == "best" and cell.control == "none":
                 result.weights = training.flatten(weights)
@@ -529,14 +535,14 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
                        tick=stopper.requested)
         timeline.add("drain", t)
         t = time.time()
-        parallel.wait_quietly(tick=stopper.requested)
+        world.wait_quietly(tick=stopper.requested)
         if work is not None:
             work.free()        # collective: after the barrier, so nobody spins in it
         timeline.add("gather", t)
         # did any rank stop early? A request after the last pass's last cell changes
         # nothing; before a later pass, it stops the job there.
         stopped = stopped or not last and stopper.requested()
-        return parallel.agree("stopped" if stopped else None) is not None
+        return world.agree("stopped" if stopped else None) is not None
 
     interrupted = False
     passes = plan.passes(grid, cfg)
@@ -550,13 +556,13 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
 
     # --- 6. every rank's timings; the file is complete unless the job was stopped -----------
     stopper.finish()
-    table = parallel.gather_rows(timeline.table(layout.rank))
+    table = world.gather_rows(timeline.table(layout.rank))
     if layout.is_writer:
         writer.write_timings(table, t_setup)
         kept = len(writer.done_cells())
         writer.close(complete=not interrupted)
     if interrupted:
-        kept = parallel.bcast_object(kept if layout.is_writer else None)
+        kept = world.bcast_object(kept if layout.is_writer else None)
         fail(f"{stopper.describe()}: {kept} of {len(grid)} cells are in "
              f"{cfg['output']}; --resume continues", INTERRUPTED, "stopped")
     if layout.is_writer:

@@ -1,7 +1,7 @@
 """Masked training and evaluation in TensorFlow, with no MPI or Horovod in sight.
 
 A data-parallel group plugs in through a `Group` of collective functions that the parallel
-layer builds; a single rank passes none. One Trainer serves every cell of a rank: its
+layer builds (lth_mpi.comm.reducers); a single rank passes none. One Trainer serves every cell of a rank: its
 compiled step is traced once, and a cell only loads new weights and a new mask into existing
 variables.
 
@@ -14,9 +14,8 @@ network one rank trains on the global batch.
 """
 from __future__ import annotations
 
-import dataclasses
+import os
 import time
-from typing import Callable
 
 import numpy as np
 
@@ -38,20 +37,30 @@ def make_optimizer(train_cfg: dict) -> keras.optimizers.Optimizer:
         if train_cfg["mixed_precision"] == "float16" else opt
 
 
-@dataclasses.dataclass
-class Group:
-    """The collectives a data-parallel group gives the trainer (built by lth_mpi.parallel).
+def thread_budget(layout, threads: int | None) -> int:
+    """Intra-op threads: the cores this rank is bound to if the launcher bound it, else its
+    node-local share of the node's cores."""
+    if threads:
+        return threads
+    bound = len(os.sched_getaffinity(0))
+    cores = os.cpu_count() or 1
+    return max(1, bound if bound < cores else cores // layout.local_size)
 
-    average: gradient tensors -> their group average, inside the step;
-    total: numpy array -> summed over the group; broadcast: numpy array -> the leader's;
-    batch_sum: () -> a new differentiable TF function summing a small tensor over the group,
-    one per call site (synchronized BatchNorm).
-    """
-    size: int
-    average: Callable
-    total: Callable
-    broadcast: Callable
-    batch_sum: Callable
+
+def configure(layout, threads: int | None) -> int:
+    """TensorFlow's threads and this rank's GPU, before TensorFlow creates its first tensor;
+    returns how many GPUs the node has. GPUs are counted per node over all groups
+    (`layout.local_rank`: hvd.local_rank() would count inside a group only, and two groups
+    on a node would both claim GPU 0)."""
+    layout.threads = thread_budget(layout, threads)
+    tf.config.threading.set_intra_op_parallelism_threads(layout.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(min(2, layout.threads))
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        gpu = gpus[layout.local_rank % len(gpus)]
+        tf.config.set_visible_devices(gpu, "GPU")
+        tf.config.experimental.set_memory_growth(gpu, True)
+    return len(gpus)
 
 
 def synchronize_batchnorm(model, batch_sum) -> int:
@@ -171,7 +180,7 @@ class Trainer:
     step. `stop()` (optional) says whether a stop was requested; it is asked every
     CHECK_EVERY steps, the group agrees on the answer, and train_epoch raises Interrupted."""
 
-    def __init__(self, model, data, train_cfg, prunable_idx, group: Group | None = None,
+    def __init__(self, model, data, train_cfg, prunable_idx, group=None,
                  stop=None):
         self.model, self.data, self.cfg, self.group = model, data, train_cfg, group
         self.stop = stop

@@ -221,4 +221,4 @@ fi
 # 8. The package itself (editable: `lth-mpi` lands in the environment's bin/), test extras.
 pip install -q --no-build-isolation -e ".[test]"
 [ -z "$LTH_VENV" ] || say "to use it interactively: . ${LTH_VENV#"$LTH_ROOT"/}/bin/activate   (then lth-mpi is on PATH)"
-"$PY" -c 'from lth_mpi.parallel import stack; print("install: ok:", stack())'
+"$PY" -c 'from lth_mpi.comm.stack import stack; print("install: ok:", stack())'

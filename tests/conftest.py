@@ -6,7 +6,7 @@ from mpi_helpers import TINY, lth
 
 def pytest_report_header(config):
     """What the suite tests: Horovod built and tested, or absent and why (its tests skip)."""
-    from lth_mpi.parallel import stack
+    from lth_mpi.comm.stack import stack
     return f"stack: {stack()}"
 
 

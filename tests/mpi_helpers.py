@@ -12,7 +12,7 @@ from multiprocessing.connection import Client
 import pytest
 
 import lth_mpi.keras_import  # noqa: F401  (TensorFlow first, without its start-up chatter)
-from lth_mpi.parallel import horovod_status
+from lth_mpi.comm.stack import horovod_status
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOISE = ("oneDNN custom operations", "cpu_feature_guard", "rebuild TensorFlow", "WARNING: All log")

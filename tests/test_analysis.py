@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from lth_mpi import config, data, plan, results
+from lth_mpi.comm import wire
 from mpi_helpers import ROOT
 
 sys.path.insert(0, ROOT)   # analysis/ is importable from the repository root
@@ -187,7 +188,7 @@ def synthetic_run(path, p, f=0.1, t1=400.0, epochs=2):
         for c in grid[r::p]:
             table.append((r, 4, c.id, t, t + cell_s))
             w.write_cell(c, [0.5, 0.8, 0.9, 0.95][c.mask], 0.5, c.rewind,
-                         results.CellResult(c.id, r, t, t + cell_s, hist))
+                         wire.CellResult(c.id, r, t, t + cell_s, hist))
             t += cell_s
         end = t0 + 0.9 * s + (1 - f) * t1 / p
         table.append((r, 6, -1, end, end + 0.1 * s))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lth_mpi import config, data, imp, plan, pruning, results
+from lth_mpi.comm import wire
 from mpi_helpers import TINY, assert_same_cells, lth
 
 
@@ -119,16 +120,16 @@ def test_chains_stay_whole_and_in_level_order():
 def test_a_cell_result_survives_its_encoding():
     hist = {k: np.arange(3, dtype=np.float64) * (i + 1) for i, k in enumerate(results.CURVES)}
     hist["diverged"] = 2
-    sent = results.CellResult(7, 1, 10.5, 12.25, hist, np.array([255, 0, 3], np.uint8),
+    sent = wire.CellResult(7, 1, 10.5, 12.25, hist, np.array([255, 0, 3], np.uint8),
                               np.array([1], np.uint8))
-    got = results.CellResult.decode(sent.encode())
+    got = wire.CellResult.decode(sent.encode())
     assert (got.cell, got.group, got.t_start, got.t_end) == (7, 1, 10.5, 12.25)
     assert got.history["diverged"] == 2
     for k in results.CURVES:
         np.testing.assert_array_equal(got.history[k], hist[k])
     np.testing.assert_array_equal(got.mask, sent.mask)
     np.testing.assert_array_equal(got.mask_next, sent.mask_next)
-    plain = results.CellResult.decode(results.CellResult(0, 0, 0, 0, hist).encode())
+    plain = wire.CellResult.decode(wire.CellResult(0, 0, 0, 0, hist).encode())
     assert plain.mask.size == 0 and plain.mask_next.size == 0
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from lth_mpi import config, plan, pruning, results
+from lth_mpi.comm import wire
 
 CFG = config.load(raw={"model": {"name": "lenet_300_100"}, "prune": {"sparsities": [0.5, 0.9]},
                        "rewind": {"points": [0, 1]}, "train": {"epochs": 2},
@@ -33,7 +34,7 @@ def write(path, cells=None):
                   [pruning.realized_sparsity(m) for m in masks], "global")
     for c in (grid if cells is None else [grid[i] for i in cells]):
         w.write_cell(c, [0.5, 0.9][c.mask], 0.5, 0 if c.rewind >= 0 else None,
-                     results.CellResult(c.id, 0, 100.0 + c.id, 101.5 + c.id,
+                     wire.CellResult(c.id, 0, 100.0 + c.id, 101.5 + c.id,
                                         history(0.7 + 0.01 * c.id)))
     return w, ckpts, masks, shapes
 

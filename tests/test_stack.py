@@ -12,7 +12,8 @@ import sys
 import h5py
 import pytest
 
-from lth_mpi import data, keras_import, parallel
+from lth_mpi import data, keras_import
+from lth_mpi.comm import stack
 from mpi_helpers import ENV, ROOT, TINY, lth, mpiexec
 
 # the tiny search (tests/configs/tiny_fashion.yaml, 1 epoch, rewind point 0) run to its end at
@@ -71,11 +72,11 @@ def test_resume_across_a_stack_change_is_refused_in_one_line(tmp_path):
 def test_horovod_status_names_the_reason_install_left(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "horovod", None)         # import horovod now fails
     monkeypatch.setattr(sys, "prefix", str(tmp_path))
-    version, built, why = parallel.horovod_status()
+    version, built, why = stack.horovod_status()
     assert (version, built) == (None, {}) and why.startswith("not importable")
     os.makedirs(tmp_path / "share" / "lth-mpi")
     (tmp_path / "share" / "lth-mpi" / "horovod-absent").write_text("its build failed: x.cc:1: error: y\n")
-    assert parallel.horovod_status() == (None, {}, "its build failed: x.cc:1: error: y")
+    assert stack.horovod_status() == (None, {}, "its build failed: x.cc:1: error: y")
 
 
 @needs_data

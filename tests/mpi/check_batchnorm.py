@@ -15,7 +15,9 @@ import sys
 import numpy as np
 from mpi4py import MPI
 
-from lth_mpi import config, data, parallel, pruning, seeds, training
+from lth_mpi import config, data, pruning, seeds, training
+from lth_mpi.comm import reducers
+from lth_mpi.comm.world import split, wait_quietly
 
 out = sys.argv[1]
 world = MPI.COMM_WORLD
@@ -63,9 +65,9 @@ def train(cfg, shard, group, check=None, reverse=False):
     return hist, trainer
 
 
-layout = parallel.split(2)
-parallel.configure_tensorflow(layout, 1)
-group = parallel.init_horovod(layout)
+layout = split(2)
+training.configure(layout, 1)
+group = reducers.init_horovod(layout)
 found = {}
 for sync in (False, True):
     checked = []
@@ -84,7 +86,7 @@ for sync in (False, True):
     found[f"g2_sync{int(sync)}_weights"] = np.concatenate([w.ravel() for w in trainer.weights()])
 
 # the data-parallel dense phase: the world as one group, through mpi4py instead of Horovod
-world_group = parallel.mpi_reducers(layout.world)
+world_group = reducers.mpi_reducers(layout.world)
 for sync in (False, True):
     checked = []
 
@@ -105,7 +107,7 @@ for name, sync, reverse in ([("g1_sync1", True, False), ("g1rev_sync1", True, Tr
     alone[name] = hist["test_accuracy"]
     alone[f"{name}_loss"] = hist["train_loss"]
     alone[f"{name}_weights"] = np.concatenate([w.ravel() for w in trainer.weights()])
-parallel.wait_quietly()          # rank 1 finishes first: it must not spin in the gather
+wait_quietly()          # rank 1 finishes first: it must not spin in the gather
 for part in world.gather(alone) or []:   # None on rank 1
     found.update(part)
 if layout.rank == 0:

@@ -7,7 +7,8 @@ import hashlib
 import numpy as np
 from mpi4py import MPI
 
-from lth_mpi import parallel, pruning
+from lth_mpi import pruning
+from lth_mpi.comm.world import bcast_array
 
 world = MPI.COMM_WORLD
 rank = world.Get_rank()
@@ -22,8 +23,8 @@ if rank == 0:
 else:
     ckpts = packed = None
 plen = -(-(300 * 301 + 17 * 5) // 8)
-got_c = parallel.bcast_array(ckpts, shape, np.float32)
-got_m = parallel.bcast_array(packed, (3, plen), np.uint8)
+got_c = bcast_array(ckpts, shape, np.float32)
+got_m = bcast_array(packed, (3, plen), np.uint8)
 digest = hashlib.sha256(got_c.tobytes() + got_m.tobytes()).hexdigest()
 digests = world.allgather(digest)
 assert len(set(digests)) == 1, digests

@@ -9,7 +9,9 @@ import sys
 import numpy as np
 from mpi4py import MPI
 
-from lth_mpi import config, data, parallel, pruning, training
+from lth_mpi import config, data, pruning, training
+from lth_mpi.comm import reducers
+from lth_mpi.comm.world import split
 
 world = MPI.COMM_WORLD
 group_size = int(sys.argv[1]) if len(sys.argv) > 1 else 2
@@ -19,11 +21,11 @@ cfg = config.load(raw={"model": {"name": "lenet_300_100"}, "prune": {"sparsities
                        "train": {"epochs": 3, "batch_size": 32, "optimizer": "adam",
                                  "learning_rate": 0.01},
                        "parallel": {"group_size": group_size}}, world_size=world.Get_size())
-layout = parallel.split(group_size)
-parallel.configure_tensorflow(layout, None, way)
+layout = split(group_size)
+reducers.choose(layout, way, training.configure(layout, None))
 shard = data.load(cfg["dataset"], (layout.group_rank, group_size))
 model, idx = training.build_for(cfg, shard, seed=layout.rank)   # deliberately different inits
-group = parallel.group_reducers(layout)
+group = reducers.group_reducers(layout)
 assert layout.allreduce == way, layout.allreduce
 trainer = training.Trainer(model, shard, cfg["train"], idx, group)
 

@@ -4,12 +4,13 @@ Usage: mpiexec -n <p> python -m mpi4py tests/mpi/check_groups.py
 """
 from mpi4py import MPI
 
-from lth_mpi import parallel, plan
+from lth_mpi import plan
+from lth_mpi.comm.world import split
 
 world = MPI.COMM_WORLD
 size = world.Get_size()
 for g in [d for d in range(1, size + 1) if size % d == 0]:
-    layout = parallel.split(g)
+    layout = split(g)
     assert layout.group_comm.Get_size() == g and layout.n_groups == size // g
     assert layout.group_comm.Get_rank() == layout.group_rank
     for by in ("masks", "cells"):

@@ -23,7 +23,8 @@ from multiprocessing.connection import Listener
 sys.path[0] = os.getcwd()   # as under `python -m lth_mpi`: this checkout's modules, tests' too
 from mpi4py import MPI  # noqa: E402
 
-from lth_mpi import cli, parallel  # noqa: E402
+from lth_mpi import cli  # noqa: E402
+from lth_mpi.comm.world import abort, wait_quietly  # noqa: E402
 
 world = MPI.COMM_WORLD
 listener = Listener(sys.argv[1], "AF_UNIX") if world.Get_rank() == 0 else None
@@ -32,7 +33,7 @@ conn = listener.accept() if listener else None
 
 while True:
     request = conn.recv() if conn else None
-    parallel.wait_quietly()
+    wait_quietly()
     argv = world.bcast(request)
     if argv is None:
         break
@@ -49,7 +50,7 @@ while True:
     except BaseException:      # noqa: BLE001  (the other rank may be inside a collective)
         sys.__stdout__.write(out.getvalue())
         sys.__stderr__.write(err.getvalue() + traceback.format_exc())
-        parallel.abort(1)
+        abort(1)
     replies = world.gather((code, out.getvalue(), err.getvalue()))
     if conn:
         conn.send(replies)

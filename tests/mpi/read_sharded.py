@@ -9,11 +9,12 @@ import sys
 import numpy as np
 from mpi4py import MPI
 
-from lth_mpi import data, parallel
+from lth_mpi import data
+from lth_mpi.comm.world import split
 
 path, group_size = sys.argv[1], int(sys.argv[2])
 world = MPI.COMM_WORLD
-layout = parallel.split(group_size)
+layout = split(group_size)
 comm = layout.group_comm
 for in_memory in (False, True):
     cfg = {"name": "h5", "path": path, "train_examples": None, "test_examples": None,
