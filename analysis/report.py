@@ -14,7 +14,7 @@ import numpy as np
 from . import AnalysisError, amdahl, figures, tickets, timeline
 from .load import Results, load
 
-from lth_mpi import config as lth_config
+from lth_mpi import modes
 from lth_mpi.results import per_rewind, select as results_select
 
 FORMATS = ("md", "html")
@@ -91,13 +91,7 @@ def overview(res: Results) -> list:
                       f"{'the remaining epochs' if cfg['rewind'].get('retrain') == 'remaining' else 'all of them'}), "
                       f"batch {cfg['train']['batch_size']}, "
                       f"{cfg['train']['optimizer']} lr {cfg['train']['learning_rate']:g}",
-                      (f"{len(res.sparsities)} levels of iterative pruning at rate "
-                       f"{cfg['prune']['rate']:g} ({cfg['prune']['scope']})"
-                       if lth_config.iterative(cfg) else
-                       f"{len(res.sparsities)} final sparsities of gradual pruning "
-                       f"({cfg['prune']['scope']}, iterations {cfg['prune']['begin']} to "
-                       f"{cfg['prune']['end']})" if lth_config.gradual(cfg) else
-                       f"{len(res.sparsities)} sparsities ({cfg['prune']['scope']})") + " x "
+                      modes.of(cfg).summary(len(res.sparsities)) + " x "
                       + (f"{len(cfg['seeds'])} replicates (seeds {cfg['seeds']}) x "
                          if res.replicated else "")
                       + f"{len(res.points)} rewind points ({res.unit}s {res.points}), controls: "

@@ -33,29 +33,31 @@ SETTINGS = ["--set", "prune.sparsities=[0.5, 0.8, 0.9, 0.95]", "--set", "rewind.
 def plain_worker(path: str, names: list[str], threads: int) -> None:
     """Train the named cells of `path` one after another in this process, no MPI; print
     a JSON line with each cell's start and end."""
-    import numpy as np
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
     import h5py
     from lth_mpi import config as config_mod
-    from lth_mpi import data, plan, pruning, results, search, training
+    from lth_mpi import data, models, plan, search, training
     with h5py.File(path, "r") as f:
         cfg = config_mod.yaml.safe_load(f.attrs["config"])
-        shapes, prunable, ck, mk = results.read_dense(f)
-    ckpts = np.stack([training.flatten(c) for c in ck])[None]
-    packed = np.stack([pruning.pack_masks(m) for m in mk])[None]
-    dataset = data.load(cfg["dataset"])
-    model, idx = training.build_for(cfg, dataset, cfg["seed"])
-    trainer = training.Trainer(model, dataset, cfg["train"], idx)
-    grid = {c.name: c for c in plan.grid_for(cfg, len(cfg["prune"]["sparsities"]))}
+        dense = search.Dense(f["checkpoints"][()][None], f["masks"][()][None],
+                             f["masks"].attrs["sparsity_realized"][None])
+    s = config_mod.resolve(cfg)
+    dataset = data.load(s.dataset)
+    model, idx = training.build_for(cfg, dataset, s.setup_seed)
+    s = s.bind(training.kernels_of(model, idx), models.layer_names(model),
+               dataset.train_total // s.batch_size, dataset.train_total)
+    setup = search.Setup(s, None, dataset, model, idx, [tuple(w.shape) for w in model.weights],
+                         plan.grid(s))
+    trainer = training.Trainer(model, dataset, s.train, idx)
+    grid = {c.name: c for c in setup.grid}
     rows = []
     for name in names:
         cell = grid[name]
         t0 = time.time()
-        start, masks = search.cell_inputs(cfg, cell, dataset, shapes, idx, ckpts, packed)
-        search.train_cell(cfg, cell, trainer, start, masks,
-                          cfg["prune"]["sparsities"][cell.mask], len(grid))
+        start, masks = search.cell_inputs(setup, cell, dense, None)
+        search.train_cell(setup, cell, trainer, start, masks)
         rows.append((name, t0, time.time()))
     print(json.dumps(rows), flush=True)
 
@@ -105,13 +107,14 @@ def main():
     # the same cells, longest first, dealt to the plain process that frees up first
     from lth_mpi import data
     steps = data.load(cfg["dataset"]).train_total // cfg["train"]["batch_size"]
-    grid = plan.grid_for(cfg, len(cfg["prune"]["sparsities"]))
-    order = [t[0] for t in plan.queue(grid, cfg, steps)]
+    s = config_mod.resolve(cfg)
+    grid = plan.grid(s)
+    order = [t[0] for t in plan.queue(grid, s, steps)]
     shares, load = [[] for _ in range(args.n)], [0] * args.n
     for c in order:
         k = load.index(min(load))
         shares[k].append(c.name)
-        load[k] += plan.length(c, cfg, steps)
+        load[k] += plan.length(c, s, steps)
     procs = [subprocess.Popen([sys.executable, __file__, "--threads", str(args.threads),
                                "--worker", out, *names], cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True) for names in shares]

@@ -7,10 +7,13 @@ key of the first problem in one line, so that every rank can print the same erro
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 
 import yaml
+
+from . import modes
 
 
 class ConfigError(ValueError):
@@ -76,103 +79,20 @@ CHOICES = {
     "parallel.allreduce": ("auto", "horovod", "mpi"),
 }
 CONTROLS = ("random_reinit", "random_mask")
-ITERATIVE_RATE = 0.2    # Frankle & Carbin's per-level rate for fully connected layers
 ONLY = {"iterative": ("levels", "rate", "layer_rates"),
         "gradual": ("initial", "begin", "end", "frequency")}
-GRADUAL_DEFAULTS = {"initial": 0.0, "begin": 0, "frequency": 100}
-
-
-def remaining(cfg: dict) -> bool:
-    """A ticket rewound to k trains the remaining T - k (Frankle et al. 2020, open_lth), not
-    T more: otherwise a late rewind point trains longer than the dense net it is compared to."""
-    return cfg["rewind"]["retrain"] == "remaining"
-
-
-def replicates(cfg: dict) -> list[int] | None:
-    """The seeds of the replicates (`seeds: [...]`), or None for one search with `seed`."""
-    return cfg.get("seeds")
-
-
-def seeded(cfg: dict, replicate: int) -> dict:
-    """The config as replicate `replicate` (-1: the single search) sees it: its own seed,
-    which keys its dense net, masks, controls and data orders (lth_mpi.seeds)."""
-    if replicate < 0:
-        return cfg
-    return {**cfg, "seed": cfg["seeds"][replicate]}
-
-
-def iterative(cfg: dict) -> bool:
-    """Iterative magnitude pruning: chains of levels, each pruned from the one before."""
-    return cfg["prune"].get("mode") == "iterative"    # files before it was added: one-shot
-
-
-def gradual(cfg: dict) -> bool:
-    """Gradual magnitude pruning: each cell prunes while it trains (Zhu & Gupta 2017)."""
-    return cfg["prune"].get("mode") == "gradual"
-
-
-def _fraction(value) -> bool:
-    """A number strictly between 0 and 1 (sparsities and pruning rates)."""
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 < value < 1
 
 
 def _check_prune(prune: dict, controls: list) -> None:
-    """One-shot takes a list of sparsities; iterative takes levels and rates instead;
-    gradual takes the final sparsities and a schedule."""
+    """Keys of another mode refused; then the mode's own checks (lth_mpi.modes)."""
     for mode, keys in ONLY.items():
         for key in keys:
             if prune["mode"] != mode and prune[key] not in (None, {}):
                 raise ConfigError(f"prune.{key}: only used with prune.mode: {mode}")
-    if prune["mode"] in ("oneshot", "gradual"):
-        sp = prune["sparsities"]
-        if sp is None:
-            raise ConfigError("prune.sparsities: required key is missing")
-        if not sp:
-            raise ConfigError("prune.sparsities: needs at least one sparsity")
-        for s in sp:
-            if not _fraction(s):
-                raise ConfigError(f"prune.sparsities: {s!r} is outside (0, 1)")
-        if len(set(sp)) != len(sp):
-            raise ConfigError(f"prune.sparsities: duplicate values in {sp}")
-        if prune["mode"] == "gradual":
-            _check_gradual(prune, controls)
-        return
-    if prune["sparsities"] is not None:
-        raise ConfigError("prune.sparsities: not used with prune.mode: iterative "
-                          "(prune.levels and prune.rate decide the sparsities)")
-    if prune["levels"] is None:
-        raise ConfigError("prune.levels: required with prune.mode: iterative")
-    if prune["levels"] < 1:
-        raise ConfigError(f"prune.levels: must be >= 1, got {prune['levels']}")
-    if prune["rate"] is None:
-        prune["rate"] = ITERATIVE_RATE
-    rates = {"prune.rate": prune["rate"]}
-    rates.update({f"prune.layer_rates.{k}": v for k, v in prune["layer_rates"].items()})
-    for key, r in rates.items():
-        if not _fraction(r):
-            raise ConfigError(f"{key}: {r!r} is outside (0, 1)")
-
-
-def _check_gradual(prune: dict, controls: list) -> None:
-    for key, value in GRADUAL_DEFAULTS.items():
-        if prune[key] is None:
-            prune[key] = value
-    if prune["end"] is None:
-        raise ConfigError("prune.end: required with prune.mode: gradual (the iteration at "
-                          "which the final sparsity is reached)")
-    if prune["begin"] < 0:
-        raise ConfigError(f"prune.begin: must be >= 0, got {prune['begin']}")
-    if prune["end"] <= prune["begin"]:
-        raise ConfigError(f"prune.end: must be after prune.begin ({prune['begin']}), "
-                          f"got {prune['end']}")
-    if prune["frequency"] < 1:
-        raise ConfigError(f"prune.frequency: must be >= 1, got {prune['frequency']}")
-    if not 0 <= prune["initial"] < min(prune["sparsities"]):
-        raise ConfigError(f"prune.initial: must be in [0, the smallest final sparsity "
-                          f"{min(prune['sparsities'])}), got {prune['initial']}")
-    if "random_mask" in controls:
-        raise ConfigError("controls: random_mask is not defined for prune.mode: gradual "
-                          "(the mask comes from training); random_reinit is")
+    try:
+        modes.MODES[prune["mode"]].check(prune, controls)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _merge(schema: dict, given: dict, prefix: str, open_section: bool) -> dict:
@@ -260,7 +180,8 @@ def _check(cfg: dict, world_size: int | None) -> None:
             raise ConfigError(f"rewind.points: {p!r} is not a non-negative integer")
         if cfg["rewind"]["unit"] == "epoch" and p > t["epochs"]:
             raise ConfigError(f"rewind.points: epoch {p} is beyond the {t['epochs']} dense epochs")
-        if cfg["rewind"]["unit"] == "epoch" and p == t["epochs"] and remaining(cfg):
+        if (cfg["rewind"]["unit"] == "epoch" and p == t["epochs"]
+                and cfg["rewind"]["retrain"] == "remaining"):
             raise ConfigError(f"rewind.points: epoch {p} is the end of training, which leaves "
                               "nothing to retrain under rewind.retrain: remaining")
     if len(set(map(str, cfg["controls"]))) != len(cfg["controls"]):
@@ -348,3 +269,95 @@ def load(path: str | None = None, overrides: list[str] = (), world_size: int | N
 def dump(cfg: dict) -> str:
     """The config as YAML text, for provenance and --dry-run."""
     return yaml.safe_dump(cfg, sort_keys=False)
+
+
+# --- the resolved settings: what the run reads -------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """A validated config resolved into the values a search uses; everything downstream of
+    the config reads this, never the dict. `bind` adds what needs the model and the data."""
+    cfg: dict                  # the validated config, as the results file stores it
+    mode: modes.Mode           # the pruning strategy (lth_mpi.modes)
+    seeds: tuple[int, ...]     # one per replicate: (seed,) for a search with one seed
+    replicated: bool           # `seeds: [...]` was given: cells carry their replicate index
+    output: str
+    points: tuple[int, ...]    # rewind points, in `unit`s
+    unit: str                  # epoch | iteration
+    remaining: bool            # a ticket rewound to k trains the remaining T - k
+    controls: tuple[str, ...]
+    epochs: int
+    batch_size: int
+    group_size: int
+    assign: str
+    dense_parallel: bool
+    allreduce: str
+    threads: int | None
+    keep_weights: str
+    exclude: tuple[str, ...]
+    dataset: dict              # the dataset reader's options (lth_mpi.data)
+    model: tuple[str, dict]    # the model's name and builder options (lth_mpi.models)
+    train: dict                # the trainer's section (lth_mpi.training)
+    setup_seed: int            # `seed`: builds the set-up model, whose weights every phase replaces
+    steps_per_epoch: int | None = None     # bound: with the data
+    targets: tuple[float, ...] | None = None   # bound: each mask index's sparsity
+
+    @property
+    def replicates(self) -> list[int]:
+        """Replicate indices as cells and the file name them: [-1] for one seed."""
+        return list(range(len(self.seeds))) if self.replicated else [-1]
+
+    def seed(self, replicate: int) -> int:
+        return self.seeds[max(replicate, 0)]
+
+    @property
+    def last_iteration(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    def iteration(self, point: int) -> int:
+        """A rewind point in iterations."""
+        return point * self.steps_per_epoch if self.unit == "epoch" else point
+
+    def bind(self, kernels: modes.Kernels, layer_names: list[str], steps_per_epoch: int,
+             train_total: int) -> "Settings":
+        """The settings for this model and data: the checks that need them (ValueError in
+        one line), and the targets."""
+        if train_total < self.batch_size:
+            raise ValueError(f"train.batch_size: {self.batch_size} is larger than the "
+                             f"{train_total} training examples")
+        for name in self.exclude:
+            if name not in layer_names:
+                raise ValueError(f"prune.exclude: no layer named {name!r} "
+                                 f"(layers: {', '.join(layer_names)})")
+        if not kernels.names:
+            raise ValueError("prune.exclude: every prunable layer is excluded")
+        bound = dataclasses.replace(self, steps_per_epoch=steps_per_epoch)
+        mode = bound.mode.bind(kernels)
+        mode.check_model(bound.last_iteration)
+        if self.unit == "iteration":
+            for p in self.points:
+                if p > bound.last_iteration:
+                    raise ValueError(f"rewind.points: iteration {p} is beyond the "
+                                     f"{bound.last_iteration} dense iterations")
+                if p == bound.last_iteration and self.remaining:
+                    raise ValueError(f"rewind.points: iteration {p} is the end of training, "
+                                     "which leaves nothing to retrain under rewind.retrain: "
+                                     "remaining")
+        return dataclasses.replace(bound, targets=tuple(mode.targets()))
+
+
+def resolve(cfg: dict) -> Settings:
+    """The settings of a validated config (load's result, or a results file's)."""
+    seeds = cfg.get("seeds")
+    par, t = cfg["parallel"], cfg["train"]
+    return Settings(
+        cfg=cfg, mode=modes.of(cfg), seeds=tuple(seeds or [cfg["seed"]]),
+        replicated=seeds is not None, output=cfg["output"],
+        points=tuple(cfg["rewind"]["points"]), unit=cfg["rewind"]["unit"],
+        remaining=cfg["rewind"]["retrain"] == "remaining", controls=tuple(cfg["controls"]),
+        epochs=t["epochs"], batch_size=t["batch_size"], group_size=par["group_size"],
+        assign=par["assign"], dense_parallel=par["dense"] == "data_parallel",
+        allreduce=par["allreduce"], threads=par["threads"],
+        keep_weights=cfg["results"]["keep_weights"], exclude=tuple(cfg["prune"]["exclude"]),
+        dataset=cfg["dataset"], train=t, setup_seed=cfg["seed"],
+        model=(cfg["model"]["name"], {k: v for k, v in cfg["model"].items() if k != "name"}))

@@ -1,9 +1,12 @@
-"""The grid of retraining cells and which group runs which: pure, the same on every rank."""
+"""The grid of retraining cells and which group runs which: pure, the same on every rank.
+
+Everything here reads the resolved settings (config.Settings) and asks the pruning mode.
+"""
 from __future__ import annotations
 
 import dataclasses
 
-from . import config
+from . import modes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,35 +31,17 @@ class Cell:
         return f"m{self.mask:02d}_{r}_{self.control}{tail}"
 
 
-REWOUND_CONTROLS = ("random_mask",)   # trained from every rewind point, like the tickets
-
-
-def rewound_controls(cfg: dict) -> tuple[str, ...]:
-    """Controls with one cell per (mask, rewind point): random_mask always; random_reinit
-    under iterative pruning too, since each rewind point's ticket chain prunes masks of its
-    own from level 2 on and the control takes that chain's mask (Frankle & Carbin's control:
-    the ticket's mask, a fresh initialization)."""
-    return REWOUND_CONTROLS + ("random_reinit",) * config.iterative(cfg)
-
-
-def follows_ticket(cell: Cell, cfg: dict) -> bool:
-    """Iterative pruning's controls train the level-l mask of their rewind point's ticket
-    chain (random_mask: shuffled within each layer), so they run once that chain has pruned
-    it (the second pass)."""
-    return cell.control != "none" and config.iterative(cfg)
-
-
-def passes(grid: list[Cell], cfg: dict) -> list[tuple[list[Cell], bool]]:
+def passes(grid: list[Cell], s) -> list[tuple[list[Cell], bool]]:
     """The grid in passes run one after the other, each as (cells, chained): the tickets
     first (chained under iterative pruning: a chain's levels run in order on one group),
-    then cells that need masks the first pass makes (independent of each other)."""
-    later = [c for c in grid if follows_ticket(c, cfg)]
-    first = [c for c in grid if not follows_ticket(c, cfg)]
-    return [(first, config.iterative(cfg))] + [(later, False)] * bool(later)
+    then cells that train masks the first pass makes (independent of each other)."""
+    later = [c for c in grid if s.mode.follows_ticket(c)]
+    first = [c for c in grid if not s.mode.follows_ticket(c)]
+    return [(first, s.mode.chained)] + [(later, False)] * bool(later)
 
 
 def cells(n_masks: int, n_rewinds: int, controls: list[str] = (),
-          replicates: int | None = None, rewound: tuple[str, ...] = REWOUND_CONTROLS
+          replicates: int | None = None, rewound: tuple[str, ...] = ("random_mask",)
           ) -> list[Cell]:
     """Every (mask, rewind) ticket, then each control in the order given: random_reinit one
     cell per mask (a fresh init), random_mask one per (mask, rewind) (a random mask of the
@@ -74,11 +59,17 @@ def cells(n_masks: int, n_rewinds: int, controls: list[str] = (),
     return [Cell(k * len(out) + i, *c, k) for k in range(replicates) for i, c in enumerate(out)]
 
 
+def grid(s) -> list[Cell]:
+    """The grid of a search's settings."""
+    return grid_for(s.cfg, s.mode.n_masks())
+
+
 def grid_for(cfg: dict, n_masks: int) -> list[Cell]:
-    """The grid of a config, given its number of masks (or levels)."""
+    """The grid a validated config describes, given its number of masks (or levels); also
+    what readers of a results file rebuild from the config it stores."""
     seeds = cfg.get("seeds")
     return cells(n_masks, len(cfg["rewind"]["points"]), cfg["controls"],
-                 None if seeds is None else len(seeds), rewound_controls(cfg))
+                 None if seeds is None else len(seeds), modes.of(cfg).rewound_controls)
 
 
 def chains(grid: list[Cell]) -> list[list[Cell]]:
@@ -108,102 +99,86 @@ def assign(grid: list[Cell], n_groups: int, by: str = "masks") -> list[list[Cell
     raise ValueError(f"parallel.assign: unknown assignment {by!r}")
 
 
-def start_iteration(cell: Cell, cfg: dict, steps_per_epoch: int) -> int:
+def start_iteration(cell: Cell, s, steps_per_epoch: int) -> int:
     """Where a cell's training starts. Under rewind.retrain: remaining, a ticket rewound to k
     trains the remaining T - k (iterations k+1..T, as open_lth does); under full, and for
     random_reinit (which starts from a fresh init), all T."""
-    if cell.rewind < 0 or cell.control == "random_reinit" or not config.remaining(cfg):
+    if cell.rewind < 0 or cell.control == "random_reinit" or not s.remaining:
         return 0
-    point = cfg["rewind"]["points"][cell.rewind]
-    return point * steps_per_epoch if cfg["rewind"]["unit"] == "epoch" else point
+    point = s.points[cell.rewind]
+    return point * steps_per_epoch if s.unit == "epoch" else point
 
 
-def assignment(cfg: dict, chained: bool | None = None) -> str:
+def assignment(s, chained: bool | None = None) -> str:
     """How cells are dealt to groups: dynamic (a shared queue), or statically; chains
     (iterative pruning's first pass) are dealt whole either way."""
-    by = cfg["parallel"]["assign"]
-    chained = config.iterative(cfg) if chained is None else chained
-    return "chains" if chained and by != "dynamic" else by
+    chained = s.mode.chained if chained is None else chained
+    return "chains" if chained and s.assign != "dynamic" else s.assign
 
 
-def length(cell: Cell, cfg: dict, steps_per_epoch: int) -> int:
+def length(cell: Cell, s, steps_per_epoch: int) -> int:
     """Iterations a cell trains (a late rewind under `remaining` trains fewer)."""
-    return cfg["train"]["epochs"] * steps_per_epoch - start_iteration(cell, cfg, steps_per_epoch)
+    return s.epochs * steps_per_epoch - start_iteration(cell, s, steps_per_epoch)
 
 
-def queue(grid: list[Cell], cfg: dict, steps_per_epoch: int,
+def queue(grid: list[Cell], s, steps_per_epoch: int,
           done: set[str] = frozenset(), chained: bool | None = None) -> list[list[Cell]]:
     """Dynamic scheduling's tasks, in the order groups take them: each unfinished cell (each
     chain's unfinished levels, under iterative pruning), longest first, so that short ones
     fill the gaps at the end (longest-processing-time first: at most 4/3 of the optimum,
     usually within a cell of it)."""
-    chained = config.iterative(cfg) if chained is None else chained
+    chained = s.mode.chained if chained is None else chained
     units = (chains(grid) if chained else [[c] for c in grid])
     units = [[c for c in u if c.name not in done] for u in units]
     return sorted((u for u in units if u),
-                  key=lambda u: -sum(length(c, cfg, steps_per_epoch) for c in u))
+                  key=lambda u: -sum(length(c, s, steps_per_epoch) for c in u))
 
 
-def describe(cfg: dict, world_size: int, sparsities: list[float],
+def describe(s, world_size: int, sparsities: list[float],
              done: set[str] = frozenset(), steps_per_epoch: int = 1) -> str:
     """The --dry-run text: cells, groups, and trainings per group (or the queue's order)."""
-    sp, pts = sparsities, cfg["rewind"]["points"]
-    grid = grid_for(cfg, len(sp))
-    g = cfg["parallel"]["group_size"]
-    n_groups, dynamic = world_size // g, cfg["parallel"]["assign"] == "dynamic"
-    unit = cfg["rewind"]["unit"]
-    p = cfg["prune"]
-    if config.iterative(cfg):
-        what = (f"{len(sp)} levels of iterative pruning (rate {p['rate']:g}"
-                + "".join(f", {k} {v:g}" for k, v in p["layer_rates"].items())
-                + f"; {len(chains(passes(grid, cfg)[0][0]))} ticket chains, one per rewind "
-                "point" + ("; the controls train each chain's masks once it has pruned them"
-                           if cfg["controls"] else "") + ")")
-    elif config.gradual(cfg):
-        what = (f"{len(sp)} final sparsities of gradual pruning (from {p['initial']:g} at "
-                f"iteration {p['begin']} to the final one at {p['end']}, every "
-                f"{p['frequency']} iterations, cubic)")
-    else:
-        what = f"{len(sp)} masks"
-    seeds = cfg.get("seeds")
-    lines = [f"plan: {what} x {len(pts)} rewind points ({unit}s {pts})"
-             f" + controls {cfg['controls'] or 'none'}"
+    sp, pts, unit = sparsities, s.points, s.unit
+    cells_ = grid(s)
+    g, n_groups, dynamic = s.group_size, world_size // s.group_size, s.assign == "dynamic"
+    what = s.mode.describe(len(sp), len(chains(passes(cells_, s)[0][0])), list(s.controls))
+    seeds = list(s.seeds) if s.replicated else None
+    lines = [f"plan: {what} x {len(pts)} rewind points ({unit}s {list(pts)})"
+             f" + controls {list(s.controls) or 'none'}"
              + (f", x {len(seeds)} replicates (seeds {seeds})" if seeds else "")
-             + f" = {len(grid)} cells",
-             f"output: {cfg['output']}",
+             + f" = {len(cells_)} cells",
+             f"output: {s.output}",
              f"ranks: {world_size} in {n_groups} groups of {g}; "
              + (f"dense phases of the {len(seeds)} seeds dealt round robin over the ranks"
-                if seeds and cfg["parallel"]["dense"] == "rank0" else
-                "dense phase on rank 0" if cfg["parallel"]["dense"] == "rank0"
+                if seeds and not s.dense_parallel else
+                "dense phase on rank 0" if not s.dense_parallel
                 else f"dense phase data-parallel on all {world_size} ranks")
-             + f", {cfg['train']['epochs']} epochs; "
+             + f", {s.epochs} epochs; "
              + ("a ticket rewound to k retrains the remaining epochs or iterations, controls all"
-                if config.remaining(cfg)
-                else f"every cell retrains {cfg['train']['epochs']} epochs")]
+                if s.remaining else f"every cell retrains {s.epochs} epochs")]
 
     def cell_line(c):
         r = (f"fresh init, mask of the {unit} {pts[c.rewind]} ticket"
              if c.control == "random_reinit" and c.rewind >= 0 else
              "fresh init" if c.rewind < 0 else f"rewind {unit} {pts[c.rewind]}")
         if unit == "epoch":   # counted in epochs: one step per epoch
-            r += f", trains epochs {start_iteration(c, cfg, 1) + 1}-{cfg['train']['epochs']}"
+            r += f", trains epochs {start_iteration(c, s, 1) + 1}-{s.epochs}"
         mark = " [done]" if c.name in done else ""
-        level = f"level {c.mask + 1}, " if config.iterative(cfg) else ""
+        level = f"level {s.mode.level(c)}, " if s.mode.level(c) else ""
         return f"  {c.name}: {level}sparsity {sp[c.mask]:.4g}, {r}, control {c.control}{mark}"
 
-    for n, (cells_, chained) in enumerate(passes(grid, cfg)):
+    for n, (cells_n, chained) in enumerate(passes(cells_, s)):
         if n:
             lines.append("then, once the first pass has pruned their masks:")
         if dynamic:
-            order = queue(cells_, cfg, steps_per_epoch, done, chained)
+            order = queue(cells_n, s, steps_per_epoch, done, chained)
             left = sum(len(t) for t in order)
             lines.append(f"{n_groups} groups take {len(order)} tasks from a shared queue as "
                          f"they free up, longest first: {left} trainings"
-                         + (f" ({len(cells_) - left} already done)" if left < len(cells_)
+                         + (f" ({len(cells_n) - left} already done)" if left < len(cells_n)
                             else ""))
             lines += [cell_line(c) for t in order for c in t]
             continue
-        for i, mine in enumerate(assign(cells_, n_groups, assignment(cfg, chained))):
+        for i, mine in enumerate(assign(cells_n, n_groups, assignment(s, chained))):
             todo = [c for c in mine if c.name not in done]
             lines.append(f"group {i} (ranks {i * g}-{i * g + g - 1}): {len(todo)} trainings"
                          + (f" ({len(mine) - len(todo)} already done)" if len(todo) < len(mine)

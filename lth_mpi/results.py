@@ -15,8 +15,7 @@ import h5py
 import numpy as np
 
 from . import config as config_mod
-from . import faults, pruning
-from . import plan as plan_mod
+from . import faults, modes, pruning
 from .comm.wire import CURVES, CellResult
 
 FORMAT = "lth-mpi results"
@@ -73,11 +72,9 @@ def check_resumable(f: h5py.File, path: str, cfg: dict, fingerprint: str | None,
         if keys:
             raise ValueError(f"--resume: {path} was written by a different config "
                              f"({', '.join(keys)} differ)")
-    if config_mod.iterative(cfg) and any("_init_" in n or g.attrs.get("control") != "none"
-                                         and "mask_next" in g for n, g in f["cells"].items()):
-        raise ValueError(f"--resume: {path} was written when iterative pruning's controls "
-                         "pruned masks of their own (not the ticket's); run it again into a "
-                         "new file")
+    why = modes.of(cfg).resumable(f["cells"])
+    if why:
+        raise ValueError(f"--resume: {path} {why}")
     was = f.attrs.get("dataset_fingerprint")
     if fingerprint and was and was != fingerprint:
         raise ValueError(f"--resume: {path} was written with other data: the dataset's "
@@ -110,13 +107,12 @@ def provenance(layout, ranks: list[dict], stack: dict) -> dict:
 class Writer:
     """Appends to a results file; every write ends in a flush, so a killed run keeps it."""
 
-    def __init__(self, path: str, cfg: dict, provenance: dict, n_cells: int, resume: bool,
+    def __init__(self, s: config_mod.Settings, provenance: dict, n_cells: int, resume: bool,
                  fingerprint: str | None = None):
-        self.path = path
-        self.keep = cfg["results"]["keep_weights"]
-        self.seeds = config_mod.replicates(cfg)
-        self.seed = cfg["seed"]
-        self.iterative = config_mod.iterative(cfg)
+        """`s`: the search's settings, bound to its model (config.Settings.bind)."""
+        path, cfg = s.output, s.cfg
+        self.s, self.path, self.keep = s, path, s.keep_weights
+        self.seeds = list(s.seeds) if s.replicated else None
         if resume and os.path.exists(path):
             with h5py.File(path, "r") as f:   # checked read-only: a refusal changes nothing
                 check_resumable(f, path, cfg, fingerprint, provenance.get("software"))
@@ -194,10 +190,9 @@ class Writer:
     def has_dense(self, replicate: int = -1) -> bool:
         return dense_complete(self.f) or replicate_done(self.f, replicate)
 
-    def write_dense(self, history: dict, weight_names, weight_shapes, prunable_idx,
-                    points, unit, checkpoints: np.ndarray, packed_masks: np.ndarray,
-                    sparsities, realized, scope, trained: np.ndarray | None = None,
-                    replicate: int = -1):
+    def write_dense(self, replicate: int, history: dict, weight_names, weight_shapes,
+                    prunable_idx, checkpoints: np.ndarray, packed_masks: np.ndarray, realized,
+                    trained: np.ndarray | None = None):
         """Dense history, rewind checkpoints (flat float32) and masks (bit-packed), and the
         trained weights unless results.keep_weights is none; the root attribute
         dense_complete, written last, makes them count. Replicate k of `seeds` writes its
@@ -219,17 +214,24 @@ class Writer:
             w.attrs["shapes"] = json.dumps([list(s) for s in weight_shapes])
             w.attrs["prunable"] = json.dumps(list(prunable_idx))
         c = where.create_dataset("checkpoints", data=checkpoints, compression="gzip")
-        c.attrs["points"], c.attrs["unit"] = list(points), unit
+        c.attrs["points"], c.attrs["unit"] = list(self.s.points), self.s.unit
         m = where.create_dataset("masks", data=packed_masks, compression="gzip")
-        m.attrs["sparsity_target"] = np.asarray(sparsities, np.float64)
+        m.attrs["sparsity_target"] = np.asarray(self.s.targets, np.float64)
         m.attrs["sparsity_realized"] = np.asarray(realized, np.float64)
-        m.attrs["scope"] = scope
+        m.attrs["scope"] = self.s.mode.scope
         self.f.flush()
         faults.hit("dense-masks")
         where.attrs["dense_complete"] = 1
         if replicate >= 0 and all(replicate_done(self.f, k) for k in range(len(self.seeds))):
             self.f.attrs["dense_complete"] = 1
         self.f.flush()
+
+    def dense(self, replicate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A written dense phase as the phase left it: (checkpoints (N, weights) float32,
+        bit-packed masks, realized sparsities); what --resume continues from."""
+        where = replicate_group(self.f, replicate)
+        return (where["checkpoints"][()], where["masks"][()],
+                np.asarray(where["masks"].attrs["sparsity_realized"], np.float64))
 
     def write_cell(self, cell, sparsity, realized, point, result: CellResult):
         """A finished cell; a diverged one (history["diverged"] = the epoch it stopped at, 0
@@ -255,9 +257,9 @@ class Writer:
         g.attrs.update({
             "status": "diverged" if diverged else "trained", "diverged_epoch": int(diverged),
             "id": cell.id, "mask": cell.mask, "rewind": cell.rewind, "control": cell.control,
-            "level": cell.mask + 1 if self.iterative else 0,       # 0: not iterative
+            "level": self.s.mode.level(cell),                      # 0: not iterative
             "replicate": cell.replicate,                           # -1: one seed
-            "seed": self.seeds[cell.replicate] if cell.replicate >= 0 else self.seed,
+            "seed": self.s.seed(cell.replicate),
             "sparsity": sparsity, "sparsity_realized": realized,
             "rewind_point": -1 if point is None else point, "group": group,
             "t_start": t_start, "t_end": t_end, "seconds": t_end - t_start,
@@ -433,14 +435,11 @@ def read_weights(f: h5py.File, name: str) -> np.ndarray:
 
 
 def sparsities(f: h5py.File, cfg: dict) -> list[float]:
-    """One per mask index: the configured list (one-shot), or each level's exact sparsity
-    (iterative: known once the dense phase has written /masks; NaN before)."""
-    if not config_mod.iterative(cfg):
-        return list(cfg["prune"]["sparsities"])
-    first = replicate_group(f, -1 if config_mod.replicates(cfg) is None else 0)
-    if first is not None and (dense_complete(f) or first.attrs.get("dense_complete", 0)):
-        return [float(s) for s in first["masks"].attrs["sparsity_target"]]
-    return [float("nan")] * cfg["prune"]["levels"]
+    """One per mask index: the configured list (one-shot, gradual), or each level's exact
+    sparsity (iterative: known once the dense phase has written /masks; NaN before)."""
+    first = replicate_group(f, -1 if cfg.get("seeds") is None else 0)
+    written = first is not None and (dense_complete(f) or first.attrs.get("dense_complete", 0))
+    return modes.of(cfg).stored_targets(first["masks"].attrs if written else None)
 
 
 def read_dense(f: h5py.File, replicate: int = -1):
@@ -527,7 +526,7 @@ def per_rewind(control: str, cells: list[dict], cfg: dict) -> bool:
     once); with none written yet, the rule of today's grid."""
     mine = [c for c in cells if c["control"] == control]
     return any(c["rewind"] >= 0 for c in mine) if mine else \
-        control in plan_mod.rewound_controls(cfg)
+        control in modes.of(cfg).rewound_controls
 
 
 def accuracy_table(path: str) -> str:
@@ -543,7 +542,7 @@ def accuracy_table(path: str) -> str:
     for ctl in cfg["controls"]:
         columns += ([(ctl, r, f"{ctl} {unit} {p}") for r, p in enumerate(points)]
                     if per_rewind(ctl, cells, cfg) else [(ctl, -1, ctl)])
-    iterative, seeds = config_mod.iterative(cfg), config_mod.replicates(cfg)
+    iterative, seeds = modes.of(cfg).has_levels, cfg.get("seeds")
     head = ["level"] * iterative + ["sparsity", "remain"] + [label for _, _, label in columns]
     rows = []
     for m, s in enumerate(levels):

@@ -1,24 +1,28 @@
-"""One lottery-ticket search, phase by phase: validate, dense, masks, broadcast, grid, gather.
+"""One lottery-ticket search, as phases: set up, open the output, dense, grid, finish.
 
-The flow reads top to bottom in run(); MPI stays behind lth_mpi.comm, TensorFlow behind
-lth_mpi.training, HDF5 behind lth_mpi.results.
+run() reads top to bottom; each phase returns a small value the next one takes, and a
+resumed search gets the same values from the file. MPI stays behind lth_mpi.comm,
+TensorFlow behind lth_mpi.training, HDF5 behind lth_mpi.results, and what depends on the
+pruning mode behind lth_mpi.modes.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
 
 import numpy as np
 
-from . import config as config_mod
-from . import data, gradual, imp, models, plan, pruning, results, seeds, training
+from . import config, data, models, plan, pruning, results, seeds, training
 from .comm import reducers, stack, world
 from .comm.channel import ResultChannel
 from .comm.queue import WorkQueue
 from .comm.stop import Stopper
 from .comm.wire import CellResult
 from .comm.world import fail
+
+INTERRUPTED = 4    # exit status of a job stopped by SIGTERM or SIGINT (after a clean stop)
 
 
 class Timeline:
@@ -34,254 +38,203 @@ class Timeline:
         return np.array([(rank, *r) for r in self.rows], np.float64).reshape(-1, 5)
 
 
-INTERRUPTED = 4    # exit status of a job stopped by SIGTERM or SIGINT (after a clean stop)
+@dataclasses.dataclass
+class Setup:
+    """What every phase works with: the settings bound to this model and data, the rank
+    layout, this group's data, the model (its weights are replaced by every training) and
+    the grid."""
+    s: config.Settings
+    layout: world.Layout
+    data: object
+    model: object
+    prunable_idx: list[int]
+    shapes: list[tuple]
+    grid: list[plan.Cell]
+
+    @property
+    def n_weights(self) -> int:
+        return sum(int(np.prod(s)) for s in self.shapes)
+
+    @property
+    def per_replicate(self) -> int:
+        """Cells of one replicate: a cell's data order is keyed by its place within its
+        replicate, so replicate k runs exactly the search `seed: seeds[k]` alone would."""
+        return len(self.grid) // len(self.s.replicates)
 
 
-def close_failed(writer, message: str) -> None:
-    """Mark the file failed and close it, if the file system still lets us; cells written
-    before stay readable either way (each was flushed, and marked complete, when written)."""
-    try:
-        writer.fail(message)
-    except Exception:        # noqa: BLE001  (a full disk may refuse even this)
-        pass
+@dataclasses.dataclass
+class Output:
+    """The results file (the writer rank's) and what it already holds, known on every rank."""
+    writer: results.Writer | None
+    done: set[str]
+    have_dense: list[bool]
+
+    def close_failed(self, message: str) -> None:
+        """Mark the file failed and close it, if the file system still lets us; cells
+        written before stay readable either way (each was flushed and marked when written)."""
+        if self.writer is None:
+            return
+        try:
+            self.writer.fail(message)
+        except Exception:        # noqa: BLE001  (a full disk may refuse even this)
+            pass
 
 
-def validate(cfg: dict) -> None:
-    """Checks that need the registries or the file system; raise ValueError in one line."""
-    data.check(cfg["dataset"])
-    models.check(cfg["model"]["name"], {k: v for k, v in cfg["model"].items() if k != "name"})
-    parent = os.path.dirname(os.path.abspath(cfg["output"]))
-    if not os.path.isdir(parent):
-        raise ValueError(f"output: directory does not exist: {parent}")
-    if not os.access(parent, os.W_OK):
-        raise ValueError(f"output: directory is not writable: {parent}")
-
-
-def check_model(cfg: dict, model, prunable_idx, steps_per_epoch: int) -> None:
-    names = models.layer_names(model)
-    for name in cfg["prune"]["exclude"]:
-        if name not in names:
-            raise ValueError(f"prune.exclude: no layer named {name!r} (layers: {', '.join(names)})")
-    if not prunable_idx:
-        raise ValueError("prune.exclude: every prunable layer is excluded")
-    pruned = list(dict.fromkeys(models.layer_of(model, prunable_idx)))
-    for name in cfg["prune"]["layer_rates"]:
-        if name not in pruned:
-            raise ValueError(f"prune.layer_rates: {name!r} is not a pruned layer "
-                             f"(pruned: {', '.join(pruned)})")
-    last = cfg["train"]["epochs"] * steps_per_epoch
-    if config_mod.gradual(cfg) and cfg["prune"]["end"] > last:
-        raise ValueError(f"prune.end: iteration {cfg['prune']['end']} is beyond the {last} "
-                         "iterations of training, so the final sparsity would never be reached")
-    if cfg["rewind"]["unit"] == "iteration":
-        for p in cfg["rewind"]["points"]:
-            if p > last:
-                raise ValueError(f"rewind.points: iteration {p} is beyond the {last} dense iterations")
-            if p == last and config_mod.remaining(cfg):
-                raise ValueError(f"rewind.points: iteration {p} is the end of training, which "
-                                 "leaves nothing to retrain under rewind.retrain: remaining")
-
-
-def levels_for(cfg: dict, model, prunable_idx) -> imp.Levels:
-    """Iterative pruning's schedule over this model's prunable kernels."""
-    layer_rates = cfg["prune"]["layer_rates"]
-    names = [model.weights[i].path for i in prunable_idx]
-    rates = {n: layer_rates[layer] for n, layer in zip(names, models.layer_of(model, prunable_idx))
-             if layer in layer_rates}
-    return imp.Levels(cfg, names, [tuple(model.weights[i].shape) for i in prunable_idx], rates)
+@dataclasses.dataclass
+class Dense:
+    """Every replicate's dense phase on every rank, replicate first: rewind checkpoints
+    (R, N, weights) float32, bit-packed masks (R, mode rows, bytes), realized sparsities."""
+    checkpoints: np.ndarray
+    masks: np.ndarray
+    realized: np.ndarray
 
 
 class Diverged(ValueError):
     """The dense network's loss or weights became non-finite."""
 
 
-def dense_phase(cfg, dense_data, group=None, stop=None):
-    """Train the dense net, snapshotting weights at every rewind point; returns (history,
-    checkpoints as (N, n_weights) float32, packed masks, realized sparsities, the trained
-    weights flat).
+def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
+    t0, timeline = time.time(), Timeline()
+    setup = set_up(cfg, resume, dry_run)
+    if dry_run:
+        return show_plan(setup, resume)
+    out = open_output(setup, resume)
+    timeline.add("setup", t0)
+    stopper = Stopper()   # from here on SIGTERM / SIGINT stop the job cleanly
+    dense = dense_phases(setup, out, stopper, timeline)
+    interrupted = train_grid(setup, out, dense, stopper, timeline)
+    return finish(setup, out, stopper, timeline, t0, interrupted)
 
-    On rank 0 alone by default; with parallel.dense=data_parallel every rank runs this with
-    the world as its group, starting from rank 0's initial weights.
-    """
-    model, prunable_idx = training.build_for(cfg, dense_data, cfg["seed"])
-    trainer = training.Trainer(model, dense_data, cfg["train"], [], group, stop)   # no masks
+
+# --- 1. set up: every check before any file is created -------------------------------------
+
+def validate(s: config.Settings) -> None:
+    """Checks that need the registries or the file system (ValueError in one line)."""
+    data.check(s.dataset)
+    models.check(*s.model)
+    parent = os.path.dirname(os.path.abspath(s.output))
+    if not os.path.isdir(parent):
+        raise ValueError(f"output: directory does not exist: {parent}")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"output: directory is not writable: {parent}")
+
+
+def set_up(cfg: dict, resume: bool, dry_run: bool) -> Setup:
+    """Settings, layout, this group's data and the model, checked on every rank alike."""
+    s, error = config.resolve(cfg), None
+    try:
+        validate(s)
+        if world.rank() == 0 and not resume and not dry_run and os.path.exists(s.output):
+            raise ValueError(f"output: {s.output} exists; pass --resume to continue it or "
+                             "choose another --output")
+    except ValueError as exc:
+        error = str(exc)
+    world.agree_or_fail(error)
+    layout = world.split(s.group_size)
+    try:
+        reducers.choose(layout, s.allreduce, training.configure(layout, s.threads))
+        group_data = data.load(s.dataset, (layout.group_rank, layout.group_size))
+        model, prunable_idx = training.build_for(cfg, group_data, s.setup_seed)
+        s = s.bind(training.kernels_of(model, prunable_idx), models.layer_names(model),
+                   group_data.train_total // s.batch_size, group_data.train_total)
+    except ValueError as exc:
+        error = str(exc)
+    world.agree_or_fail(error)
+    return Setup(s, layout, group_data, model, prunable_idx,
+                 [tuple(w.shape) for w in model.weights], plan.grid(s))
+
+
+def show_plan(setup: Setup, resume: bool) -> int:
+    """--dry-run: the plan, with the cells a resumed file already holds marked."""
+    s = setup.s
+    if setup.layout.is_writer:
+        done = set()
+        if resume and os.path.exists(s.output):
+            done = set(r["name"] for r in results.read_cells(s.output))
+        print(plan.describe(s, setup.layout.size, list(s.targets), done, s.steps_per_epoch),
+              flush=True)
+    return 0
+
+
+# --- 2. the output: new, or resumed; everyone learns what is done ---------------------------
+
+def open_output(setup: Setup, resume: bool) -> Output:
+    s, layout = setup.s, setup.layout
+    prov = results.provenance(layout, world.allgather(results.rank_entry(layout)),
+                              stack.describe())
+    prov["batchnorm_examples"] = training.batchnorm_regime(s.cfg, setup.model, layout.size)
+    writer, error, state = None, None, None
+    if layout.is_writer:
+        try:
+            writer = results.Writer(s, prov, len(setup.grid), resume, data.fingerprint(s.dataset))
+            state = (sorted(writer.done_cells()), [writer.has_dense(k) for k in s.replicates])
+        except (ValueError, OSError) as exc:
+            error = f"output: {exc}"
+    world.agree_or_fail(error)
+    done, have_dense = world.bcast_object(state)
+    return Output(writer, set(done), have_dense)
+
+
+# --- 3. the dense phases, then checkpoints and masks on every rank ---------------------------
+
+def dense_phase(setup: Setup, replicate: int, dense_data, group=None, stop=None):
+    """Train replicate's dense net, snapshotting weights at every rewind point; returns
+    (history, checkpoints (N, weights) float32, packed masks, realized sparsities, trained
+    weights flat). On one rank by default; with parallel.dense: data_parallel every rank runs
+    this with the world as its group, starting from rank 0's initial weights."""
+    s, seed = setup.s, setup.s.seed(replicate)
+    model, prunable_idx = training.build_for(s.cfg, dense_data, seed)
+    trainer = training.Trainer(model, dense_data, s.train, [], group, stop)   # no masks
     if group is not None:
         shapes = [w.shape for w in trainer.weights()]
         leader = group.broadcast(training.flatten(trainer.weights()))
         trainer.load(training.unflatten(leader, shapes))
-    points, unit = cfg["rewind"]["points"], cfg["rewind"]["unit"]
     snaps = {}
 
     def snapshot(step):
-        if step in points and step not in snaps:
+        if step in s.points and step not in snaps:
             snaps[step] = training.flatten(trainer.weights())
     snapshot(0)   # epoch 0 and iteration 0 are both the initialization
-    on_epoch = (lambda e: snapshot(e)) if unit == "epoch" else None
-    on_step = snapshot if unit == "iteration" else None
-    history = trainer.fit(cfg["train"]["epochs"], seeds.derive(cfg["seed"], seeds.DENSE),
-                          on_epoch=on_epoch, on_step=on_step)
+    history = trainer.fit(s.epochs, seeds.derive(seed, seeds.DENSE),
+                          on_epoch=snapshot if s.unit == "epoch" else None,
+                          on_step=snapshot if s.unit == "iteration" else None)
     if history["diverged"]:   # a NaN kernel would sort as the largest magnitude: no masks
         raise Diverged(f"train: the dense network diverged in epoch {history['diverged']} "
                        f"(non-finite loss or weights) at learning_rate "
-                       f"{cfg['train']['learning_rate']:g}; no masks were computed")
+                       f"{s.train['learning_rate']:g}; no masks were computed"
+                       + (f" (seed {seed})" if replicate >= 0 else ""))
     weights = trainer.weights()
-    kernels = training.prunable_weights(model, prunable_idx, weights)
-    ckpts, trained = np.stack([snaps[p] for p in points]), training.flatten(weights)
-    if config_mod.gradual(cfg):     # no masks yet: each cell prunes while it trains
-        sizes = {n: k.size for n, k in kernels.items()}
-        return (history, ckpts, np.zeros((0, (sum(sizes.values()) + 7) // 8), np.uint8),
-                np.array([pruning.exact_sparsity(sizes, s, cfg["prune"]["scope"])
-                          for s in cfg["prune"]["sparsities"]]), trained)
-    if config_mod.iterative(cfg):   # level 1's mask; each chain prunes the later ones itself
-        levels = levels_for(cfg, model, prunable_idx)
-        first = levels.first(list(kernels.values()))
-        return (history, ckpts, pruning.pack_masks(first)[None],
-                np.array(levels.sparsities()), trained)
-    packed, realized = [], []
-    for s in cfg["prune"]["sparsities"]:
-        masks = pruning.magnitude_masks(kernels, s, cfg["prune"]["scope"])
-        realized.append(pruning.realized_sparsity(masks))
-        packed.append(pruning.pack_masks(list(masks.values())))
-    return history, ckpts, np.stack(packed), np.array(realized), trained
+    packed, realized = s.mode.dense_masks(training.prunable_weights(model, prunable_idx,
+                                                                    weights))
+    return (history, np.stack([snaps[p] for p in s.points]), packed, realized,
+            training.flatten(weights))
 
 
-def cell_inputs(cfg, cell, dataset, shapes, prunable_idx, ckpts, packed, chain_mask=None):
-    """(start weights, masks or None) of a cell: its rewind checkpoint (a fresh init for
-    random_reinit) and its mask: the sparsity's, or under iterative pruning `chain_mask`
-    (the chain's current level, or the ticket's a control follows); random_mask shuffles it
-    within each layer; none yet under gradual."""
-    r, seed = max(cell.replicate, 0), config_mod.seeded(cfg, cell.replicate)["seed"]
-    if cell.control == "random_reinit":
-        fresh, _ = training.build_for(cfg, dataset, seeds.derive(seed, seeds.REINIT, cell.mask))
-        start = [np.asarray(w) for w in fresh.get_weights()]
-    else:
-        start = training.unflatten(ckpts[r][cell.rewind], shapes)
-    kernel_shapes = [shapes[i] for i in prunable_idx]
-    if config_mod.gradual(cfg):
-        return start, None        # dense at the start; pruned on schedule while training
-    masks = pruning.unpack_masks(chain_mask if config_mod.iterative(cfg)
-                                 else packed[r][cell.mask], kernel_shapes)
-    if cell.control == "random_mask":   # keyed by the mask: same counts, same draw
-        masks = pruning.random_like(masks, seeds.derive(seed, seeds.RANDOM_MASK, cell.mask))
-    return start, masks
-
-
-def train_cell(cfg, cell, trainer, start, masks, sparsity, per_replicate, on_epoch=None):
-    """Train one cell from `start` under `masks`; its data order is keyed by the cell (its
-    place in its replicate), never by the rank: the same numbers whoever trains it."""
-    seed = config_mod.seeded(cfg, cell.replicate)["seed"]
-    trainer.load(start, masks)
-    first = plan.start_iteration(cell, cfg, trainer.steps_per_epoch)
-    on_step = gradual_pruner(cfg, sparsity, trainer, first) if config_mod.gradual(cfg) else None
-    return trainer.fit(cfg["train"]["epochs"],
-                       seeds.derive(seed, seeds.CELL, cell.id % per_replicate),
-                       on_epoch=on_epoch, on_step=on_step, start=first)
-
-
-def gradual_pruner(cfg: dict, final: float, trainer, start: int):
-    """Gradual pruning of one cell: prunes now if the cell starts inside the schedule, and
-    returns the on_step callback that prunes at every scheduled iteration, by the magnitude
-    of the kernels at that moment (the leader's, so a group agrees on the mask)."""
-    schedule, scope = gradual.Schedule(cfg["prune"], final), cfg["prune"]["scope"]
-
-    def prune(sparsity):
-        names = [str(i) for i in range(len(trainer.masked))]
-        new = pruning.prune_to(dict(zip(names, trainer.leader_kernels())),
-                               dict(zip(names, trainer.current_masks())), sparsity, scope)
-        trainer.set_masks([new[n] for n in names])
-
-    if schedule.at_start(start) is not None:
-        prune(schedule.at_start(start))
-
-    def on_step(step):
-        if schedule.due(step):
-            prune(schedule.sparsity(step))
-    return on_step
-
-
-def chain_starts(layout, grid, done, writer, packed, packed_len):
-    """Iterative pruning: the bit-packed mask each ticket chain of `grid` trains its first
-    unfinished level with, on every rank, and the chains a diverged level ended. A new chain
-    starts from the dense phase's level-1 mask; a resumed chain from the mask its last
-    finished level pruned for the next (read by the writer from the file).
-    `packed`: the dense phases' masks, replicate first."""
-    chains = plan.chains(grid)
-    rows = stopped = None
-    if layout.is_writer:
-        rows, stopped = [], []
-        for chain in chains:
-            finished = [c for c in chain if c.name in done]
-            if finished:
-                mask, diverged = writer.chain_start(finished[-1].name, packed_len)
-            else:
-                mask, diverged = packed[max(chain[0].replicate, 0)][0], False
-            rows.append(mask)
-            stopped.append(diverged)
-        rows = np.stack(rows)
-    rows = world.bcast_array(rows, (len(chains), packed_len), np.uint8)
-    stopped = world.bcast_object(stopped)
-    return ({c[0].chain: row for c, row in zip(chains, rows)},
-            {c[0].chain for c, s in zip(chains, stopped) if s})
-
-
-def ticket_masks(layout, writer, grid, cells, done, packed_len) -> dict:
-    """Iterative pruning's controls: {name: bit-packed mask} of the ticket each
-    follows (same level, rewind point and replicate), read by the writer from the file once
-    the chains have run; a level its chain never reached (it diverged first) has none."""
-    tickets = {(c.mask, c.rewind, c.replicate): c.name for c in grid if c.control == "none"}
-    want = [c for c in cells if c.name not in done]
-    rows = None
-    if layout.is_writer:
-        got = [writer.cell_mask(tickets[c.mask, c.rewind, c.replicate]) for c in want]
-        rows = [np.zeros(packed_len, np.uint8) if m is None else m for m in got] or \
-            [np.zeros(packed_len, np.uint8)]
-        have = [m is not None for m in got]
-    rows = world.bcast_array(None if rows is None else np.stack(rows),
-                                (max(len(want), 1), packed_len), np.uint8)
-    have = world.bcast_object(have if layout.is_writer else None)
-    return {c.name: row for c, row, h in zip(want, rows, have) if h}
-
-
-def replicate_indices(cfg: dict) -> list[int]:
-    """[-1] for a search with one seed, else 0..R-1 for the replicates of `seeds`."""
-    seeds = config_mod.replicates(cfg)
-    return [-1] if seeds is None else list(range(len(seeds)))
-
-
-def dense_phases(cfg, layout, writer, model, prunable_idx, have, stopper, timeline, sp,
-                 n_done, n_cells):
-    """Every replicate's dense phase, then its checkpoints, masks and realized sparsities on
-    every rank, as arrays with a leading replicate axis (length 1 for one seed).
-
-    One seed: rank 0 trains (or, with parallel.dense: data_parallel, every rank shares it).
-    Replicates are dealt round robin over the ranks, so R seeds' dense phases run side by
-    side; each owner then broadcasts its results and the writer records them. A replicate
-    already in a resumed file is read back by the writer instead.
-    """
-    reps, points = replicate_indices(cfg), cfg["rewind"]["points"]
-    shapes = [tuple(w.shape) for w in model.weights]
-    n_weights = sum(int(np.prod(s)) for s in shapes)
-    packed_len = (sum(int(np.prod(shapes[i])) for i in prunable_idx) + 7) // 8
-    rows = 1 if config_mod.iterative(cfg) else 0 if config_mod.gradual(cfg) else len(sp)
-    data_parallel = cfg["parallel"]["dense"] == "data_parallel"
-    todo = [k for k, h in zip(reps, have) if not h]
-    owner = {k: 0 if data_parallel else n % layout.size for n, k in enumerate(todo)}
-    out, error, t_dense = {}, None, time.time()
+def dense_phases(setup: Setup, out: Output, stopper: Stopper, timeline: Timeline) -> Dense:
+    """Every replicate's dense phase. One seed: rank 0 trains (or, with parallel.dense:
+    data_parallel, every rank shares it). Replicates are dealt round robin over the ranks,
+    so R seeds' dense phases run side by side; each owner then broadcasts its results and
+    the writer records them. A replicate already in a resumed file is read back by the
+    writer instead. The others wait without spinning."""
+    s, layout = setup.s, setup.layout
+    reps = s.replicates
+    todo = [k for k, h in zip(reps, out.have_dense) if not h]
+    owner = {k: 0 if s.dense_parallel else n % layout.size for n, k in enumerate(todo)}
+    got, error, t_dense = {}, None, time.time()
     if layout.is_writer and len(todo) < len(reps):
-        print(f"lth-mpi: resuming {cfg['output']}: dense phase"
-              + (f"s of {len(reps) - len(todo)} of {len(reps)} seeds" if reps != [-1] else "")
-              + f" and {n_done} of {n_cells} cells already done", flush=True)
-    mine = [k for k in todo if owner[k] == layout.rank or data_parallel]
+        print(f"lth-mpi: resuming {s.output}: dense phase"
+              + (f"s of {len(reps) - len(todo)} of {len(reps)} seeds" if s.replicated else "")
+              + f" and {len(out.done)} of {len(setup.grid)} cells already done", flush=True)
+    mine = [k for k in todo if owner[k] == layout.rank or s.dense_parallel]
     for k in mine:
-        rcfg = config_mod.seeded(cfg, k)
         try:
-            if data_parallel:   # every rank trains on its shard of the whole training set
-                out[k] = dense_phase(rcfg, data.load(cfg["dataset"], (layout.rank, layout.size)),
-                                     reducers.mpi_reducers(layout.world), stop=stopper.requested)
+            if s.dense_parallel:   # every rank trains on its shard of the whole training set
+                got[k] = dense_phase(setup, k, data.load(s.dataset, (layout.rank, layout.size)),
+                                     reducers.mpi_reducers(layout.world), stopper.requested)
             else:
-                out[k] = dense_phase(rcfg, data.load(cfg["dataset"]), stop=stopper.requested)
+                got[k] = dense_phase(setup, k, data.load(s.dataset), stop=stopper.requested)
         except Diverged as exc:
-            error = str(exc) + (f" (seed {rcfg['seed']})" if k >= 0 else "")
+            error = str(exc)
             break
         except training.Interrupted:
             error = "interrupted"
@@ -296,276 +249,302 @@ def dense_phases(cfg, layout, writer, model, prunable_idx, have, stopper, timeli
         stopper.requested()
         world.wait_quietly()
         stopper.finish()
-        message = (f"{stopper.describe()} during the dense phase; nothing was "
-                   f"kept, run again (or --resume) to start over")
         if layout.is_writer:
-            writer.close(complete=False)
-        fail(message, INTERRUPTED, "stopped")
-    if error:
-        if layout.is_writer:
-            close_failed(writer, error)
-        fail(error)
+            out.writer.close(complete=False)
+        fail(f"{stopper.describe()} during the dense phase; nothing was kept, run again (or "
+             "--resume) to start over", INTERRUPTED, "stopped")
+    world.agree_or_fail(error, out.close_failed)
 
-    t = time.time()
-    ckpts, packed, realized = [], [], []
-    keep = cfg["results"]["keep_weights"] != "none"
+    t, parts = time.time(), []
     for k in reps:
         root = owner.get(k, 0)
         history = trained = None
         if k in todo:
-            got = out.get(k) if layout.rank == root else None
-            history = world.bcast_object(got[0] if got else None, root=root)
-            ck, pk, rz, trained = got[1:] if got else (None,) * 4
-            if keep:
-                trained = world.bcast_array(trained, (n_weights,), np.float32, root)
-        elif layout.is_writer:        # resumed: the writer reads it back
-            _, _, c, m = results.read_dense(writer.f, k)
-            ck = np.stack([training.flatten(x) for x in c])
-            pk = np.array([pruning.pack_masks(x) for x in m], np.uint8).reshape(rows, packed_len)
-            rz = results.replicate_group(writer.f, k)["masks"].attrs["sparsity_realized"]
-        else:
-            ck = pk = rz = None
-        ckpts.append(world.bcast_array(ck, (len(points), n_weights), np.float32, root))
-        packed.append(world.bcast_array(pk, (rows, packed_len), np.uint8, root))
-        realized.append(world.bcast_array(rz, (len(sp),), np.float64, root))
-        if layout.is_writer and k in todo and not error:
-            try:
-                writer.write_dense(history, [w.path for w in model.weights], shapes,
-                                   prunable_idx, points, cfg["rewind"]["unit"], ckpts[-1],
-                                   packed[-1], sp, realized[-1], cfg["prune"]["scope"],
-                                   trained, replicate=k)
-                seed = f" (seed {cfg['seeds'][k]})" if k >= 0 else ""
-                print(f"lth-mpi: dense phase{seed} done in {t - t_dense:.1f}s, "
-                      f"test accuracy {history['test_accuracy'][-1]:.4f}", flush=True)
-            except OSError as exc:    # e.g. a full disk: shared below, every rank stops
-                error = f"output: cannot write the dense phase to {cfg['output']} ({exc})"
-    error = world.agree(error)
-    if error:
-        if layout.is_writer:
-            close_failed(writer, error)
-        fail(error)
+            mine = got.get(k) if layout.rank == root else None
+            history = world.bcast_object(mine[0] if mine else None, root=root)
+            part = mine[1:4] if mine else None
+            if s.keep_weights != "none":
+                trained = world.bcast_array(mine[4] if mine else None, (setup.n_weights,),
+                                            np.float32, root)
+        else:        # resumed: the writer reads it back, as the phase left it
+            part = out.writer.dense(k) if layout.is_writer else None
+        part = share_dense(setup, part, root)
+        parts.append(part)
+        if layout.is_writer and k in todo and error is None:
+            error = record_dense(setup, out, k, history, part, trained, t - t_dense)
+    world.agree_or_fail(error, out.close_failed)
     timeline.add("broadcast", t)
-    return np.stack(ckpts), np.stack(packed), np.stack(realized)
+    return Dense(*(np.stack(p) for p in zip(*parts)))
 
 
-def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
-    t_setup = time.time()
-    timeline = Timeline()
-    size = world.size()
+def share_dense(setup: Setup, part, root: int) -> tuple:
+    """(checkpoints, packed masks, realized sparsities) of one dense phase from `root` to
+    every rank, as bit-exact buffers."""
+    s, plen = setup.s, setup.s.mode.kernels.packed_len
+    ck, pk, rz = part if part is not None else (None, None, None)
+    return (world.bcast_array(ck, (len(s.points), setup.n_weights), np.float32, root),
+            world.bcast_array(pk, (s.mode.mask_rows(), plen), np.uint8, root),
+            world.bcast_array(rz, (len(s.targets),), np.float64, root))
 
-    # --- 1. validate on every rank; the writer alone checks the output file -----------------
-    error = None
+
+def record_dense(setup: Setup, out: Output, replicate: int, history, part, trained,
+                 seconds: float) -> str | None:
+    """The writer writes one dense phase; the error line if the file system refuses."""
+    s, model = setup.s, setup.model
     try:
-        validate(cfg)
-        if world.rank() == 0 and not resume and not dry_run and os.path.exists(cfg["output"]):
-            raise ValueError(f"output: {cfg['output']} exists; pass --resume to continue it "
-                             "or choose another --output")
-    except ValueError as exc:
-        error = str(exc)
-    error = world.agree(error)
-    if error:
-        fail(error)
+        out.writer.write_dense(replicate, history, [w.path for w in model.weights],
+                               setup.shapes, setup.prunable_idx, *part, trained)
+    except OSError as exc:    # e.g. a full disk: shared, every rank stops
+        return f"output: cannot write the dense phase to {s.output} ({exc})"
+    seed = f" (seed {s.seed(replicate)})" if replicate >= 0 else ""
+    print(f"lth-mpi: dense phase{seed} done in {seconds:.1f}s, "
+          f"test accuracy {history['test_accuracy'][-1]:.4f}", flush=True)
+    return None
 
-    points, iterative = cfg["rewind"]["points"], config_mod.iterative(cfg)
-    layout = world.split(cfg["parallel"]["group_size"])
-    # this rank's data and model: checks that need them come before any file is created
-    error = None
-    try:
-        gpus = training.configure(layout, cfg["parallel"]["threads"])
-        reducers.choose(layout, cfg["parallel"]["allreduce"], gpus)
-        group_data = data.load(cfg["dataset"], (layout.group_rank, layout.group_size))
-        model, prunable_idx = training.build_for(cfg, group_data, cfg["seed"])
-        if group_data.train_total < cfg["train"]["batch_size"]:
-            raise ValueError(f"train.batch_size: {cfg['train']['batch_size']} is larger than the "
-                             f"{group_data.train_total} training examples")
-        check_model(cfg, model, prunable_idx, group_data.train_total // cfg["train"]["batch_size"])
-    except ValueError as exc:
-        error = str(exc)
-    error = world.agree(error)
-    if error:
-        fail(error)
-    reps = replicate_indices(cfg)
-    # iterative pruning's schedule, per replicate (its seed keys the random_mask chains)
-    levels = {k: levels_for(config_mod.seeded(cfg, k), model, prunable_idx)
-              for k in reps} if iterative else None
-    sp = levels[reps[0]].sparsities() if iterative else cfg["prune"]["sparsities"]
-    grid = plan.grid_for(cfg, len(sp))
 
-    if dry_run:
-        done = set()
-        if layout.is_writer and resume and os.path.exists(cfg["output"]):
-            done = set(r["name"] for r in results.read_cells(cfg["output"]))
-        if layout.is_writer:
-            print(plan.describe(cfg, size, sp, done, group_data.train_total
-                                // cfg["train"]["batch_size"]), flush=True)
-        return 0
+# --- 4. the grid: groups retrain their cells, data-parallel ----------------------------------
 
-    # --- 2. writer opens the file (new, or resumed); everyone learns what is done -----------
-    writer, error, state = None, None, None
-    prov = results.provenance(layout, world.allgather(results.rank_entry(layout)),
-                              stack.describe())
-    prov["batchnorm_examples"] = training.batchnorm_regime(cfg, model, size)
-    if layout.is_writer:
+def cell_inputs(setup: Setup, cell, dense: Dense, mask) -> tuple[list, list | None]:
+    """(start weights, masks or None) of a cell: its rewind checkpoint (a fresh init for
+    random_reinit) and the mask its mode gives (`mask`: the chain's, or the followed
+    ticket's, where the mode has chains); random_mask shuffles it within each layer."""
+    s, r, seed = setup.s, max(cell.replicate, 0), setup.s.seed(cell.replicate)
+    if cell.control == "random_reinit":
+        fresh, _ = training.build_for(s.cfg, setup.data,
+                                      seeds.derive(seed, seeds.REINIT, cell.mask))
+        start = [np.asarray(w) for w in fresh.get_weights()]
+    else:
+        start = training.unflatten(dense.checkpoints[r][cell.rewind], setup.shapes)
+    packed = s.mode.cell_mask(cell, dense.masks[r], mask)
+    if packed is None:
+        return start, None
+    masks = pruning.unpack_masks(packed, list(s.mode.kernels.shapes))
+    if cell.control == "random_mask":   # keyed by the mask: same counts, same draw
+        masks = pruning.random_like(masks, seeds.derive(seed, seeds.RANDOM_MASK, cell.mask))
+    return start, masks
+
+
+def train_cell(setup: Setup, cell, trainer, start, masks, on_epoch=None) -> dict:
+    """Train one cell from `start` under `masks`; its data order is keyed by the cell (its
+    place in its replicate), never by the rank: the same numbers whoever trains it."""
+    s = setup.s
+    trainer.load(start, masks)
+    first = plan.start_iteration(cell, s, trainer.steps_per_epoch)
+    key = cell.id % setup.per_replicate
+    return trainer.fit(s.epochs, seeds.derive(s.seed(cell.replicate), seeds.CELL, key),
+                       on_epoch=on_epoch, on_step=s.mode.pruner(s.targets[cell.mask], trainer,
+                                                                first), start=first)
+
+
+def chain_starts(setup: Setup, out: Output, cells, dense: Dense):
+    """Chained modes: the bit-packed mask each chain of `cells` trains its first unfinished
+    level with, on every rank, and the chains a diverged level ended. A new chain starts
+    from the dense phase's mask; a resumed one from the mask its last finished level pruned
+    for the next (read by the writer from the file)."""
+    chains, plen = plan.chains(cells), setup.s.mode.kernels.packed_len
+    rows = stopped = None
+    if setup.layout.is_writer:
+        rows, stopped = [], []
+        for chain in chains:
+            finished = [c for c in chain if c.name in out.done]
+            if finished:
+                mask, diverged = out.writer.chain_start(finished[-1].name, plen)
+            else:
+                mask, diverged = dense.masks[max(chain[0].replicate, 0)][0], False
+            rows.append(mask)
+            stopped.append(diverged)
+        rows = np.stack(rows)
+    rows = world.bcast_array(rows, (len(chains), plen), np.uint8)
+    stopped = world.bcast_object(stopped)
+    return ({c[0].chain: row for c, row in zip(chains, rows)},
+            {c[0].chain for c, st in zip(chains, stopped) if st})
+
+
+def ticket_masks(setup: Setup, out: Output, cells) -> dict:
+    """Cells that follow a ticket (iterative controls): {name: bit-packed mask} of the
+    ticket each follows (same level, rewind point and replicate), read by the writer from
+    the file once the chains have run; a level its chain never reached has none."""
+    plen = setup.s.mode.kernels.packed_len
+    tickets = {(c.mask, c.rewind, c.replicate): c.name for c in setup.grid
+               if c.control == "none"}
+    want = [c for c in cells if c.name not in out.done]
+    rows = have = None
+    if setup.layout.is_writer:
+        got = [out.writer.cell_mask(tickets[c.mask, c.rewind, c.replicate]) for c in want]
+        rows = np.stack([np.zeros(plen, np.uint8) if m is None else m for m in got]
+                        or [np.zeros(plen, np.uint8)])
+        have = [m is not None for m in got]
+    rows = world.bcast_array(rows, (max(len(want), 1), plen), np.uint8)
+    have = world.bcast_object(have)
+    return {c.name: row for c, row, h in zip(want, rows, have) if h}
+
+
+class Progress:
+    """The writer's side of the grid: each result into the file, and a line with the ETA
+    (cells differ in length, a late rewind trains less: the ETA counts iterations)."""
+
+    def __init__(self, setup: Setup, out: Output, dense: Dense, spe: int):
+        self.setup, self.out, self.dense = setup, out, dense
+        self.length = {c.id: plan.length(c, setup.s, spe) for c in setup.grid}
+        self.total = sum(self.length[c.id] for c in setup.grid if c.name not in out.done)
+        self.done = self.work = 0
+        self.t0 = time.time()
+
+    def on_result(self, msg):
+        s, res = self.setup.s, CellResult.decode(msg)
+        cell, hist, diverged = self.setup.grid[res.cell], res.history, res.history["diverged"]
+        point = s.points[cell.rewind] if cell.rewind >= 0 else None
+        sparsity = s.targets[cell.mask]
         try:
-            writer = results.Writer(cfg["output"], cfg, prov, len(grid), resume,
-                                    data.fingerprint(cfg["dataset"]))
-            state = (sorted(writer.done_cells()), [writer.has_dense(k) for k in reps])
-        except (ValueError, OSError) as exc:
-            error = f"output: {exc}"
-    error = world.agree(error)
-    if error:
-        fail(error)
-    done, have_dense = world.bcast_object(state)
-    done = set(done)
-
-    timeline.add("setup", t_setup)
-    stopper = Stopper()   # from here on SIGTERM / SIGINT stop the job cleanly
-
-    # --- 3. dense phase (one per replicate of `seeds`); the others wait without spinning ---
-    # --- 4. broadcast rewind checkpoints and masks (bit-exact buffers) ----------------------
-    shapes = [tuple(w.shape) for w in model.weights]
-    packed_len = (sum(int(np.prod(shapes[i])) for i in prunable_idx) + 7) // 8
-    ckpts, packed, realized = dense_phases(cfg, layout, writer, model, prunable_idx, have_dense,
-                                           stopper, timeline, sp, len(done), len(grid))
-
-    # --- 5. groups retrain their cells, data-parallel (Horovod or mpi4py) -----------------
-    group = reducers.group_reducers(layout)
-    trainer = training.Trainer(model, group_data, cfg["train"], prunable_idx, group,
-                               stop=stopper.requested)
-    chain_masks, ended = chain_starts(layout, plan.passes(grid, cfg)[0][0], done, writer,
-                                      packed, packed_len) \
-        if iterative else ({}, set())
-    spe = trainer.steps_per_epoch
-    t_grid = time.time()
-    # cells differ in length (a late rewind trains less): the ETA counts iterations, not cells
-    length = {c.id: plan.length(c, cfg, spe) for c in grid}
-    progress = {"done": 0, "work": 0,
-                "total": sum(length[c.id] for c in grid if c.name not in done)}
-
-    def on_result(msg):
-        res = CellResult.decode(msg)
-        cell, hist, diverged = grid[res.cell], res.history, res.history["diverged"]
-        point = points[cell.rewind] if cell.rewind >= 0 else None
-        try:
-            writer.write_cell(cell, sp[cell.mask], realized[max(cell.replicate, 0)][cell.mask],
-                              point, res)
+            self.out.writer.write_cell(cell, sparsity,
+                                       self.dense.realized[max(cell.replicate, 0)][cell.mask],
+                                       point, res)
         except OSError as exc:   # a full disk mid-grid: the others are training, so abort
-            kept = progress["done"] + len(done)
-            message = (f"output: cannot write cell {cell.name} to {cfg['output']} ({exc}); "
-                       f"the file keeps the {kept} cells finished before it, --resume "
-                       "continues once there is room")
-            close_failed(writer, message)
+            kept = self.done + len(self.out.done)
+            message = (f"output: cannot write cell {cell.name} to {s.output} ({exc}); the "
+                       f"file keeps the {kept} cells finished before it, --resume continues "
+                       "once there is room")
+            self.out.close_failed(message)
             sys.stderr.write(f"lth-mpi: error: {message}\n")
             sys.stderr.flush()
             world.abort(3)
-        progress["done"] += 1
-        progress["work"] += length[cell.id]
-        elapsed = time.time() - t_grid
-        eta = elapsed / progress["work"] * (progress["total"] - progress["work"])
-        where = (f"{cfg['rewind']['unit']} {point}" if cell.control != "random_reinit"
-                 else "fresh init")
+        self.done += 1
+        self.work += self.length[cell.id]
+        elapsed = time.time() - self.t0
+        eta = elapsed / self.work * (self.total - self.work)
+        where = f"{s.unit} {point}" if cell.control != "random_reinit" else "fresh init"
         outcome = (f"DIVERGED in epoch {diverged}" if diverged
                    else f"acc {hist['test_accuracy'][-1]:.4f}")
-        print(f"[{progress['done'] + len(done):>4}/{len(grid)}] {cell.name:<24} sparsity "
-              f"{sp[cell.mask]:.3f} {where:<12} {outcome}  "
-              f"cell {res.t_end - res.t_start:6.1f}s  elapsed {elapsed:7.1f}s  ETA {eta:7.1f}s",
+        print(f"[{self.done + len(self.out.done):>4}/{len(self.setup.grid)}] {cell.name:<24} "
+              f"sparsity {sparsity:.3f} {where:<12} {outcome}  cell "
+              f"{res.t_end - res.t_start:6.1f}s  elapsed {elapsed:7.1f}s  ETA {eta:7.1f}s",
               flush=True)
 
-    # a cell's data order is keyed by its place within its replicate: replicate k runs
-    # exactly the search that `seed: seeds[k]` alone would
-    per_replicate = len(grid) // len(reps)
-    keep = cfg["results"]["keep_weights"]
 
-    def run_pass(cells, chained, mask_of, last):
-        """Train this group's share of `cells` (dealt statically or taken from a queue),
-        send each result to the writer, and gather: True if the job was stopped."""
-        work, stopped = None, False
-        if plan.assignment(cfg, chained) == "dynamic":   # the longest task left, as groups free up
-            tasks, work = plan.queue(cells, cfg, spe, done, chained), WorkQueue(layout)
+def train_grid(setup: Setup, out: Output, dense: Dense, stopper: Stopper,
+               timeline: Timeline) -> bool:
+    """Every pass of the grid (plan.passes); True if the job was stopped."""
+    s, layout = setup.s, setup.layout
+    group = reducers.group_reducers(layout)
+    trainer = training.Trainer(setup.model, setup.data, s.train, setup.prunable_idx, group,
+                               stop=stopper.requested)
+    progress = Progress(setup, out, dense, trainer.steps_per_epoch) if layout.is_writer \
+        else None
+    passes = plan.passes(setup.grid, s)
+    chain_masks, ended = (chain_starts(setup, out, passes[0][0], dense) if s.mode.chained
+                          else ({}, set()))
+    for n, (cells, chained) in enumerate(passes):
+        if n == 0:
+            mask_of = lambda c: chain_masks.get(c.chain)            # noqa: E731
+        else:    # cells that follow a ticket: the masks the first pass pruned
+            followed = ticket_masks(setup, out, cells)
+            mask_of = lambda c: followed.get(c.name)                # noqa: E731
+        work = Work(setup, out, trainer, group, dense, progress, stopper, timeline)
+        if work.run(cells, chained, mask_of, chain_masks, ended, last=n == len(passes) - 1):
+            return True
+    return False
 
-            def taken():
-                while (i := work.take()) < len(tasks):
-                    yield from tasks[i]
-            todo = taken()
-        else:
-            mine = plan.assign(cells, layout.n_groups, plan.assignment(cfg, chained))[layout.group]
-            todo = [c for c in mine if c.name not in done]
-        channel = ResultChannel(layout, on_result if layout.is_writer else None)
+
+class Work:
+    """One pass: this group's share of its cells (dealt statically or taken from a queue),
+    each result sent to the writer, then the gather."""
+
+    def __init__(self, setup, out, trainer, group, dense, progress, stopper, timeline):
+        self.setup, self.out, self.trainer, self.group = setup, out, trainer, group
+        self.dense, self.progress, self.stopper, self.timeline = (dense, progress, stopper,
+                                                                  timeline)
+
+    def todo(self, cells, chained):
+        """This group's cells, in order; with a queue, taken as the group frees up."""
+        s, layout, done = self.setup.s, self.setup.layout, self.out.done
+        if plan.assignment(s, chained) != "dynamic":
+            mine = plan.assign(cells, layout.n_groups, plan.assignment(s, chained))
+            return [c for c in mine[layout.group] if c.name not in done], None
+        tasks = plan.queue(cells, s, self.trainer.steps_per_epoch, done, chained)
+        work = WorkQueue(layout)   # the longest task left, as groups free up
+
+        def taken():
+            while (i := work.take()) < len(tasks):
+                yield from tasks[i]
+        return taken(), work
+
+    def run(self, cells, chained, mask_of, chain_masks, ended, last) -> bool:
+        """Train this group's cells, gather: True if the job was stopped."""
+        s, layout, setup = self.setup.s, self.setup.layout, self.setup
+        todo, work = self.todo(cells, chained)
+        channel = ResultChannel(layout, self.progress.on_result if layout.is_writer else None)
         drain = (lambda epoch: channel.drain()) if layout.is_writer else None
+        stopped = False
         for cell in todo:
             mask = mask_of(cell)
-            if cell.chain in ended or iterative and mask is None:   # a diverged level ended
-                continue                                           # its chain: nothing to prune
+            if cell.chain in ended or s.mode.chained and mask is None:   # a diverged level
+                continue                                   # ended its chain: nothing to prune
             t = time.time()
-            start, masks = cell_inputs(cfg, cell, group_data, shapes, prunable_idx, ckpts,
-                                       packed, mask)
+            start, masks = cell_inputs(setup, cell, self.dense, mask)
             # the group starts from the leader's exact bits, as Horovod's examples do
-            if group is not None:
-                start = training.unflatten(group.broadcast(training.flatten(start)), shapes)
+            if self.group is not None:
+                start = training.unflatten(self.group.broadcast(training.flatten(start)),
+                                           setup.shapes)
             try:
-                hist = train_cell(cfg, cell, trainer, start, masks, sp[cell.mask], per_replicate,
-                                  drain)
+                hist = train_cell(setup, cell, self.trainer, start, masks, drain)
             except training.Interrupted:   # this cell is dropped: --resume trains it again
                 stopped = True
-                timeline.add("cell", t, cell.id)
+                self.timeline.add("cell", t, cell.id)
                 break
-            timeline.add("cell", t, cell.id)
+            self.timeline.add("cell", t, cell.id)
             result = CellResult(cell.id, layout.group, t, time.time(), hist)
-            weights = trainer.weights()
-            if keep == "all" or keep == "best" and cell.control == "none":
+            weights = self.trainer.weights()
+            if s.keep_weights == "all" or s.keep_weights == "best" and cell.control == "none":
                 result.weights = training.flatten(weights)
-            if config_mod.gradual(cfg):     # the mask the schedule ended with
-                result.mask = pruning.pack_masks(trainer.current_masks())
-            if iterative:   # the level's mask, and the next level's pruned from its weights
-                result.mask = pruning.pack_masks(masks)
-                if hist["diverged"] and chained:
-                    ended.add(cell.chain)
-                elif chained and cell.mask + 1 < len(sp):
-                    trained = [weights[i] for i in prunable_idx]
-                    following = levels[cell.replicate].next(trained, masks)
-                    chain_masks[cell.chain] = result.mask_next = pruning.pack_masks(following)
+            if chained and hist["diverged"]:
+                ended.add(cell.chain)
+            mask_now, mask_next = s.mode.after_cell(
+                self.trainer, masks, [weights[i] for i in setup.prunable_idx], hist, chained,
+                cell.mask + 1 >= len(s.targets))
+            if mask_now is not None:
+                result.mask = mask_now
+            if mask_next is not None:
+                chain_masks[cell.chain] = result.mask_next = mask_next
             if layout.is_leader:
                 channel.send(result.encode())
+        return self.gather(channel, work, stopped, last)
 
-        # gather: remaining cells to the writer
+    def gather(self, channel, work, stopped, last) -> bool:
+        """Remaining cells to the writer; did any rank stop? A request after the last pass's
+        last cell changes nothing; before a later pass, it stops the job there."""
+        layout, stopper = self.setup.layout, self.stopper
         t = time.time()
         if layout.is_leader and not layout.is_writer:
             channel.end()
         channel.finish([g * layout.group_size for g in range(1, layout.n_groups)],
                        tick=stopper.requested)
-        timeline.add("drain", t)
+        self.timeline.add("drain", t)
         t = time.time()
         world.wait_quietly(tick=stopper.requested)
         if work is not None:
             work.free()        # collective: after the barrier, so nobody spins in it
-        timeline.add("gather", t)
-        # did any rank stop early? A request after the last pass's last cell changes
-        # nothing; before a later pass, it stops the job there.
+        self.timeline.add("gather", t)
         stopped = stopped or not last and stopper.requested()
         return world.agree("stopped" if stopped else None) is not None
 
-    interrupted = False
-    passes = plan.passes(grid, cfg)
-    for n, (cells, chained) in enumerate(passes):
-        last = n == len(passes) - 1
-        if n == 0:
-            interrupted = run_pass(cells, chained, lambda c: chain_masks.get(c.chain), last)
-        elif not interrupted:   # iterative pruning's controls: the masks the chains pruned
-            followed = ticket_masks(layout, writer, grid, cells, done, packed_len)
-            interrupted = run_pass(cells, chained, lambda c: followed.get(c.name), last)
 
-    # --- 6. every rank's timings; the file is complete unless the job was stopped -----------
+# --- 5. finish: every rank's timings; the file is complete unless the job was stopped --------
+
+def finish(setup: Setup, out: Output, stopper: Stopper, timeline: Timeline, t0: float,
+           interrupted: bool) -> int:
+    s, layout = setup.s, setup.layout
     stopper.finish()
     table = world.gather_rows(timeline.table(layout.rank))
+    kept = None
     if layout.is_writer:
-        writer.write_timings(table, t_setup)
-        kept = len(writer.done_cells())
-        writer.close(complete=not interrupted)
+        out.writer.write_timings(table, t0)
+        kept = len(out.writer.done_cells())
+        out.writer.close(complete=not interrupted)
     if interrupted:
-        kept = world.bcast_object(kept if layout.is_writer else None)
-        fail(f"{stopper.describe()}: {kept} of {len(grid)} cells are in "
-             f"{cfg['output']}; --resume continues", INTERRUPTED, "stopped")
+        kept = world.bcast_object(kept)
+        fail(f"{stopper.describe()}: {kept} of {len(setup.grid)} cells are in {s.output}; "
+             "--resume continues", INTERRUPTED, "stopped")
     if layout.is_writer:
-        print(results.accuracy_table(cfg["output"]), flush=True)
-        print(f"lth-mpi: wrote {cfg['output']}", flush=True)
+        print(results.accuracy_table(s.output), flush=True)
+        print(f"lth-mpi: wrote {s.output}", flush=True)
     return 0

@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from . import models, seeds
+from .modes.base import Kernels
 from .keras_import import keras, tf
 
 
@@ -452,6 +453,13 @@ class Trainer:
 def prunable_weights(model, prunable_idx, weights) -> dict[str, np.ndarray]:
     """{path: array} of the prunable kernels, for the pruning functions."""
     return {model.weights[i].path: weights[i] for i in prunable_idx}
+
+
+def kernels_of(model, prunable_idx) -> Kernels:
+    """The prunable kernels as the pruning modes see them: paths, shapes, layers."""
+    return Kernels(tuple(model.weights[i].path for i in prunable_idx),
+                   tuple(tuple(model.weights[i].shape) for i in prunable_idx),
+                   tuple(models.layer_of(model, prunable_idx)))
 
 
 def build_for(cfg: dict, data, seed: int):

@@ -33,10 +33,10 @@ RUNS = {
 
 # What depends on when, where and by which process a job ran, not on what it computed.
 VOLATILE_ATTRS = {"created", "heartbeat", "job_started", "hosts", "ranks", "t_start", "t_end",
-                  "seconds", "group"}
+                  "seconds", "group", "t0"}
 # Every run writes here first (the config, path included, is stored in the file), then moves.
 SCRATCH = "/tmp/lth-same-results"
-VOLATILE_DATASETS = {"epoch_seconds", "timeline"}
+VOLATILE_DATASETS = {"epoch_seconds", "timings"}
 
 
 def run(ranks: int, config: str, out: str, extra: list[str], env: dict) -> int:

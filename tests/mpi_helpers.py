@@ -150,3 +150,12 @@ def assert_same_cells(path: str, reference: dict) -> None:
     for name, c in cells.items():
         for k in COMPARED:
             np.testing.assert_array_equal(c[k], reference[name][k])
+
+
+def settings_for(cfg: dict, path, targets):
+    """A config's settings as a search bound to its model hands the results writer: writing
+    to `path`, with these sparsity targets."""
+    import dataclasses
+    from lth_mpi import config
+    return dataclasses.replace(config.resolve({**cfg, "output": str(path)}),
+                               targets=tuple(targets))

@@ -11,7 +11,7 @@ import pytest
 
 from lth_mpi import config, data, plan, results
 from lth_mpi.comm import wire
-from mpi_helpers import ROOT
+from mpi_helpers import ROOT, settings_for
 
 sys.path.insert(0, ROOT)   # analysis/ is importable from the repository root
 from analysis import amdahl, tickets, timeline  # noqa: E402
@@ -168,16 +168,16 @@ def synthetic_run(path, p, f=0.1, t1=400.0, epochs=2):
                            "parallel": {"group_size": 1}})
     grid = plan.cells(4, 2)
     ranks = [{"rank": r, "host": "h", "group": r, "group_rank": 0} for r in range(p)]
-    w = results.Writer(str(path), cfg, {"world_size": p, "group_size": 1, "n_groups": p,
-                                        "ranks": ranks}, len(grid), False)
+    w = results.Writer(settings_for(cfg, path, [0.5, 0.8, 0.9, 0.95]),
+                       {"world_size": p, "group_size": 1, "n_groups": p, "ranks": ranks},
+                       len(grid), False)
     shapes, t0 = [(4, 3), (3,)], 1.7e9
     hist = {"epoch": np.array([1, 2]), "iteration": np.array([10, 20]),
             "train_loss": np.array([1.0, 0.5]), "test_loss": np.array([0.9, 0.6]),
             "test_accuracy": np.array([0.8, 0.85]), "val_loss": np.array([0.9, 0.7]),
             "val_accuracy": np.array([0.79, 0.84]), "epoch_seconds": np.array([1.0, 1.0])}
-    w.write_dense(hist, ["k", "b"], shapes, [0], [0, 1], "epoch", np.zeros((2, 15), np.float32),
-                  np.zeros((4, 2), np.uint8), [0.5, 0.8, 0.9, 0.95], [0.5, 0.8, 0.9, 0.95],
-                  "global")
+    w.write_dense(-1, hist, ["k", "b"], shapes, [0], np.zeros((2, 15), np.float32),
+                  np.zeros((4, 2), np.uint8), [0.5, 0.8, 0.9, 0.95])
     s, cell_s = f * t1, (1 - f) * t1 / len(grid)
     table = []
     for r in range(p):

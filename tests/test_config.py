@@ -92,22 +92,22 @@ def test_bad_set_syntax():
 def test_registry_and_data_errors(tmp_path):
     cfg = load(**{"model.name": "vgg99"})
     with pytest.raises(ValueError, match=r"model.name: unknown model 'vgg99' \(valid: .*lenet_300_100"):
-        search.validate(cfg)
+        search.validate(config.resolve(cfg))
     cfg = load(**{"model.depth": "20"})
     with pytest.raises(ValueError, match="model.depth: not an option of lenet_300_100"):
-        search.validate(cfg)
+        search.validate(config.resolve(cfg))
     cfg = load(**{"dataset.name": "imagenet"})
     with pytest.raises(ValueError, match="dataset.name: unknown dataset 'imagenet' .*fashion_mnist"):
-        search.validate(cfg)
+        search.validate(config.resolve(cfg))
     cfg = load(**{"dataset.path": str(tmp_path / "missing")})
     with pytest.raises(ValueError, match="dataset.path: data directory not found"):
-        search.validate(cfg)
+        search.validate(config.resolve(cfg))
     cfg = load(**{"dataset.path": str(tmp_path)})
     with pytest.raises(ValueError, match="dataset.path: .* has no train-images-idx3-ubyte"):
-        search.validate(cfg)
+        search.validate(config.resolve(cfg))
     cfg = load(output=str(tmp_path / "no" / "such" / "dir.h5"), **{"dataset.name": "synthetic"})
     with pytest.raises(ValueError, match="output: directory does not exist"):
-        search.validate(cfg)
+        search.validate(config.resolve(cfg))
 
 
 def test_all_shipped_configs_are_valid():

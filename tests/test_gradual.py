@@ -7,24 +7,25 @@ import json
 import numpy as np
 import pytest
 
-from lth_mpi import config, data, gradual, pruning, results, search, training
+from lth_mpi import config, data, modes, pruning, results, training
+from lth_mpi.modes.gradual import Schedule
 from mpi_helpers import ROOT, lth
 
 PRUNE = {"initial": 0.1, "begin": 20, "end": 120, "frequency": 25}
 
 
 def test_the_schedule_is_zhu_and_gupta_cubic():
-    s = gradual.Schedule(PRUNE, 0.9)
+    s = Schedule(PRUNE, 0.9)
     assert s.sparsity(0) == s.sparsity(20) == 0.1 and s.sparsity(120) == s.sparsity(500) == 0.9
     t = np.arange(20, 121)
     values = np.array([s.sparsity(int(i)) for i in t])
     np.testing.assert_allclose(values, 0.9 + (0.1 - 0.9) * (1 - (t - 20) / 100) ** 3)
     assert (np.diff(values) >= 0).all() and np.diff(values)[0] > np.diff(values)[-1]
     assert [i for i in range(200) if s.due(i)] == [20, 45, 70, 95, 120]
-    odd = gradual.Schedule({**PRUNE, "frequency": 30}, 0.9)
+    odd = Schedule({**PRUNE, "frequency": 30}, 0.9)
     assert [i for i in range(200) if odd.due(i)] == [20, 50, 80, 110, 120]   # end always
     assert s.at_start(0) is None and s.at_start(20) == 0.1 and s.at_start(70) == s.sparsity(70)
-    assert gradual.Schedule({**PRUNE, "initial": 0.0}, 0.9).at_start(20) is None
+    assert Schedule({**PRUNE, "initial": 0.0}, 0.9).at_start(20) is None
 
 
 @pytest.mark.parametrize("scope", pruning.SCOPES)
@@ -59,8 +60,8 @@ def test_a_trainer_carries_the_schedule_step_by_step():
     model, idx = training.build_for(cfg, ds, 0)
     trainer = training.Trainer(model, ds, cfg["train"], idx)
     sizes = {str(i): int(np.prod(model.weights[i].shape)) for i in idx}
-    schedule = gradual.Schedule(cfg["prune"], 0.8)
-    pruner = search.gradual_pruner(cfg, 0.8, trainer, 0)
+    schedule = Schedule(cfg["prune"], 0.8)
+    pruner = modes.of(cfg).pruner(0.8, trainer, 0)
     seen, previous = [], [np.ones(model.weights[i].shape, bool) for i in idx]
 
     def on_step(step):

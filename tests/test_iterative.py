@@ -1,5 +1,6 @@
 """Iterative magnitude pruning: the pruning step's invariants (pure), and chains of levels
 through the real pipeline (mpiexec, real Fashion-MNIST, HDF5), stopped mid-chain and resumed."""
+import dataclasses
 import json
 import os
 
@@ -7,8 +8,9 @@ import h5py
 import numpy as np
 import pytest
 
-from lth_mpi import config, data, imp, plan, pruning, results
+from lth_mpi import config, data, modes, plan, pruning, results
 from lth_mpi.comm import wire
+from lth_mpi.modes.iterative import Levels
 from mpi_helpers import TINY, assert_same_cells, lth
 
 
@@ -63,7 +65,7 @@ def test_levels_prune_to_each_levels_exact_sparsity():
     cfg = config.load(raw={"model": {"name": "x"}, "prune": {"mode": "iterative", "levels": 3},
                            "parallel": {"group_size": 1}})
     w = weights()
-    levels = imp.Levels(cfg, list(w), [a.shape for a in w.values()], {"out": 0.1})
+    levels = Levels(cfg["prune"], list(w), [a.shape for a in w.values()], {"out": 0.1})
     total = sum(a.size for a in w.values())
     mask = levels.first(list(w.values()))
     for level, seed in enumerate((None, 7, 8)):
@@ -75,7 +77,7 @@ def test_levels_prune_to_each_levels_exact_sparsity():
 def test_config_keys_of_each_mode_are_refused_in_the_other():
     base = {"model": {"name": "lenet_300_100"}, "parallel": {"group_size": 1}}
     cfg = config.load(raw={**base, "prune": {"mode": "iterative", "levels": 4}})
-    assert cfg["prune"]["rate"] == 0.2 and config.iterative(cfg)
+    assert cfg["prune"]["rate"] == 0.2 and modes.of(cfg).name == "iterative"
     bad = [({"mode": "iterative"}, "prune.levels: required with prune.mode: iterative"),
            ({"mode": "iterative", "levels": 3, "sparsities": [0.5]},
             "prune.sparsities: not used with prune.mode: iterative"),
@@ -93,9 +95,10 @@ def test_config_keys_of_each_mode_are_refused_in_the_other():
 
 
 def test_chains_stay_whole_and_in_level_order():
-    cfg = {"prune": {"mode": "iterative"}}
-    grid = plan.cells(4, 2, ["random_reinit", "random_mask"], rewound=plan.rewound_controls(cfg))
-    (first, chained), (later, independent) = plan.passes(grid, cfg)
+    s = config.resolve(config.load(raw={"model": {"name": "lenet_300_100"},
+                                        "prune": {"mode": "iterative", "levels": 4}}))
+    grid = plan.cells(4, 2, ["random_reinit", "random_mask"], rewound=s.mode.rewound_controls)
+    (first, chained), (later, independent) = plan.passes(grid, s)
     assert chained and not independent
     # the controls follow each rewind point's ticket chain: they run after the chains
     for ctl in ("random_reinit", "random_mask"):
@@ -111,8 +114,8 @@ def test_chains_stay_whole_and_in_level_order():
             for chain in {c.chain for c in g}:
                 assert [c.mask for c in g if c.chain == chain] == [0, 1, 2, 3]
         # the followers are independent cells: dealt round robin, not as chains
-        dealt = plan.assign(later, groups, plan.assignment({**cfg, "parallel": {
-            "assign": "masks"}}, chained=False))
+        dealt = plan.assign(later, groups, plan.assignment(
+            dataclasses.replace(s, assign="masks"), chained=False))
         assert sorted(c.id for g in dealt for c in g) == sorted(c.id for c in later)
         assert all(dealt)   # every group gets some: they are not one chain per rewind
 

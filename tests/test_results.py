@@ -5,6 +5,7 @@ import pytest
 
 from lth_mpi import config, plan, pruning, results
 from lth_mpi.comm import wire
+from mpi_helpers import settings_for
 
 CFG = config.load(raw={"model": {"name": "lenet_300_100"}, "prune": {"sparsities": [0.5, 0.9]},
                        "rewind": {"points": [0, 1]}, "train": {"epochs": 2},
@@ -20,7 +21,8 @@ def history(acc):
 
 def write(path, cells=None):
     grid = plan.cells(2, 2, ["random_reinit"])
-    w = results.Writer(str(path), CFG, {"world_size": 1, "ranks": [{"rank": 0}]}, len(grid), False)
+    w = results.Writer(settings_for(CFG, path, [0.5, 0.9]), {"world_size": 1, "ranks": [{"rank": 0}]},
+                       len(grid), False)
     shapes = [(4, 3), (3,), (3, 2), (2,)]
     prunable = [0, 2]
     r = np.random.default_rng(0)
@@ -29,9 +31,8 @@ def write(path, cells=None):
     kernels = {"a": r.standard_normal((4, 3)), "b": r.standard_normal((3, 2))}
     masks = [pruning.magnitude_masks(kernels, s) for s in (0.5, 0.9)]
     packed = np.stack([pruning.pack_masks(list(m.values())) for m in masks])
-    w.write_dense(history(0.8), ["a/kernel", "a/bias", "b/kernel", "b/bias"], shapes, prunable,
-                  [0, 1], "epoch", ckpts, packed, [0.5, 0.9],
-                  [pruning.realized_sparsity(m) for m in masks], "global")
+    w.write_dense(-1, history(0.8), ["a/kernel", "a/bias", "b/kernel", "b/bias"], shapes, prunable,
+                  ckpts, packed, [pruning.realized_sparsity(m) for m in masks])
     for c in (grid if cells is None else [grid[i] for i in cells]):
         w.write_cell(c, [0.5, 0.9][c.mask], 0.5, 0 if c.rewind >= 0 else None,
                      wire.CellResult(c.id, 0, 100.0 + c.id, 101.5 + c.id,
@@ -46,7 +47,7 @@ def test_round_trip(tmp_path):
     w.close(complete=True)
     with h5py.File(path, "r") as f:
         assert f.attrs["format"] == results.FORMAT and f.attrs["status"] == "complete"
-        assert config.yaml.safe_load(f.attrs["config"]) == CFG
+        assert config.yaml.safe_load(f.attrs["config"]) == {**CFG, "output": str(path)}
         got_shapes, prunable, got_ckpts, got_masks = results.read_dense(f)
         assert got_shapes == shapes and prunable == [0, 2]
         np.testing.assert_array_equal(np.concatenate([a.ravel() for a in got_ckpts[1]]), ckpts[1])
@@ -85,13 +86,13 @@ def test_never_overwrites_and_resume_checks_config(tmp_path):
     w, *_ = write(path, cells=[0, 1])
     w.f.close()   # as if killed: status stays "running"
     with pytest.raises(FileExistsError):
-        results.Writer(str(path), CFG, {}, 6, resume=False)
-    again = results.Writer(str(path), CFG, {}, 6, resume=True)
+        results.Writer(settings_for(CFG, path, [0.5, 0.9]), {}, 6, resume=False)
+    again = results.Writer(settings_for(CFG, path, [0.5, 0.9]), {}, 6, resume=True)
     assert again.done_cells() == {"m00_r0_none", "m00_r1_none"} and again.has_dense()
     again.close(complete=False)
     other = dict(CFG, seed=99)
     with pytest.raises(ValueError, match="different config"):
-        results.Writer(str(path), other, {}, 6, resume=True)
+        results.Writer(settings_for(other, path, [0.5, 0.9]), {}, 6, resume=True)
 
 
 def test_refuses_foreign_file(tmp_path):
@@ -125,7 +126,7 @@ def test_version_1_files_still_read(tmp_path):
     assert cells[0]["selected_on"] == "test" and np.isnan(cells[0]["best_val_accuracy"])
     assert np.isnan(cells[0]["val_accuracy"]).all() and len(cells[0]["val_accuracy"]) == 2
     with pytest.raises(ValueError, match="has format version 1, this lth-mpi writes 3"):
-        results.Writer(str(path), CFG, {}, 6, resume=True)
+        results.Writer(settings_for(CFG, path, [0.5, 0.9]), {}, 6, resume=True)
     with h5py.File(path, "r") as f:
         assert f.attrs["status"] == "complete"       # the refused resume left it alone
 
