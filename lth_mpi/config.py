@@ -1,8 +1,10 @@
-"""The run configuration: YAML in, a validated plain dict out.
+"""The run configuration: YAML in, a validated plain dict out, resolved into Settings.
 
-Every key is declared once in SCHEMA with its type and default; validation names the dotted
-key of the first problem in one line, so that every rank can print the same error and exit.
-`--set dotted.key=value` overrides are parsed as YAML scalars and validated like the file.
+Every key is declared once in KEYS with its types, default, choices, check and one-line doc;
+validation names the dotted key of the first problem in one line, so that every rank can
+print the same error and exit. `--set dotted.key=value` overrides are parsed as YAML scalars
+and validated like the file. The validated dict is what the results file stores; resolve()
+turns it into the Settings the run reads, and Settings.bind adds what needs the model.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import copy
 import dataclasses
 import math
 import os
+from typing import Callable
 
 import yaml
 
@@ -21,186 +24,247 @@ class ConfigError(ValueError):
 
 
 REQUIRED = object()
+U32 = 2 ** 32
 
-# key -> (type or tuple of types, default). Sub-dicts are sections. model and dataset take
-# extra keys: they are keyword arguments of the model builder or dataset reader, checked there.
-SCHEMA = {
-    "name": (str, "lth-search"),
-    "seed": (int, 0),
-    "seeds": ((list, type(None)), None),     # replicates: one whole search per seed
-    "output": (str, "results.h5"),
-    "model": {"name": (str, REQUIRED)},
-    "dataset": {"name": (str, "fashion_mnist"),
-                "path": ((str, type(None)), None),
-                "train_examples": ((int, type(None)), None),
-                "test_examples": ((int, type(None)), None),
-                "validation_examples": ((int, type(None)), None)},
-    "train": {"epochs": (int, 2),
-              "batch_size": (int, 128),
-              "optimizer": (str, "adam"),
-              "learning_rate": (float, 1.2e-3),
-              "momentum": (float, 0.9),
-              "weight_decay": (float, 0.0),
-              "xla": ((bool, str), "auto"),     # auto | true | false (training.use_xla)
-              "mixed_precision": ((bool, str), False),    # false | float16 | bfloat16
-              "sync_batchnorm": ((bool, str), "auto")},   # auto | true | false
-    "rewind": {"unit": (str, "epoch"),
-               "points": (list, [0]),
-               "retrain": (str, "remaining")},
-    "prune": {"mode": (str, "oneshot"),
-              "sparsities": ((list, type(None)), None),    # oneshot: required
-              "scope": (str, "global"),
-              "exclude": (list, []),
-              "levels": ((int, type(None)), None),         # iterative: required
-              "rate": ((float, type(None)), None),         # iterative: 0.2 unless given
-              "layer_rates": (dict, {}),                   # iterative: {layer: own rate}
-              "initial": ((float, type(None)), None),      # gradual: 0 unless given
-              "begin": ((int, type(None)), None),          # gradual: 0 unless given
-              "end": ((int, type(None)), None),            # gradual: required
-              "frequency": ((int, type(None)), None)},     # gradual: 100 unless given
-    "controls": (list, []),
-    "results": {"keep_weights": (str, "none")},
-    "parallel": {"group_size": (int, 4),
-                 "assign": (str, "dynamic"),
-                 "dense": (str, "rank0"),
-                 "allreduce": (str, "auto"),
-                 "threads": ((int, type(None)), None)},
+
+@dataclasses.dataclass(frozen=True)
+class Key:
+    """One config key: the types it takes, its default, the values it may take, a check of
+    its value alone (returns the problem, or None), its one-line doc, and the pruning mode
+    it belongs to (refused under the others)."""
+    types: tuple
+    default: object
+    doc: str
+    choices: tuple = ()
+    check: Callable[[object], str | None] | None = None
+    mode: str | None = None
+
+
+def at_least(n, strict: bool = False):
+    def check(v):
+        if v is not None and (v <= n if strict else v < n):
+            return f"must be {'>' if strict else '>='} {n}, got {v}"
+    return check
+
+
+def finite(then=None):
+    def check(v):
+        if not math.isfinite(v):
+            return f"must be a finite number, got {v}"
+        return then(v) if then else None
+    return check
+
+
+def _seed(v):
+    if not 0 <= v < U32:
+        return f"must be in [0, 2^32), got {v}"
+
+
+def _seeds(seeds):
+    if seeds is None:
+        return None
+    if not seeds:
+        return "needs at least one seed"
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < U32:
+            return f"{s!r} is not an integer in [0, 2^32)"
+    if len(set(seeds)) != len(seeds):
+        return f"duplicate values in {seeds}"
+
+
+def _points(points):
+    if not points:
+        return "needs at least one rewind point"
+    if len(set(points)) != len(points):
+        return f"duplicate values in {points}"
+    for p in points:
+        if isinstance(p, bool) or not isinstance(p, int) or p < 0:
+            return f"{p!r} is not a non-negative integer"
+
+
+def _controls(controls):
+    if len(set(map(str, controls))) != len(controls):
+        return f"duplicate entries in {controls}"
+    for c in controls:
+        if c not in CONTROLS:
+            return f"unknown control {c!r} (valid: {', '.join(CONTROLS)})"
+
+
+def _names(names):
+    if not all(isinstance(e, str) for e in names):
+        return "expected a list of layer names"
+
+
+def _momentum(v):
+    if not 0 <= v < 1:
+        return f"must be in [0, 1), got {v}"
+
+
+CONTROLS = ("random_reinit", "random_mask")
+N, S, B, F, L, D = type(None), str, bool, float, list, dict
+
+# Every key, declared once. model and dataset take extra keys: keyword options of the model
+# builder or dataset reader, checked there. The README's config block is reference().
+KEYS = {
+    "name": Key((S,), "lth-search", "the search's name"),
+    "seed": Key((int,), 0, "keys the dense net, masks, controls and data orders", check=_seed),
+    "seeds": Key((L, N), None, "replicates, e.g. [0, 1, 2]: the whole search per seed",
+                 check=_seeds),
+    "output": Key((S,), "results.h5", "the results file (docs/results.md), never overwritten"),
+    "model.name": Key((S,), REQUIRED, "lenet_300_100, resnet20, ...; more keys: options"),
+    "dataset.name": Key((S,), "fashion_mnist", "mnist, cifar10, ...; more keys: options"),
+    "dataset.path": Key((S, N), None, "where it is (default: Debian's Fashion-MNIST)"),
+    "dataset.train_examples": Key((int, N), None, "only the first n (all by default)",
+                                  check=at_least(1)),
+    "dataset.test_examples": Key((int, N), None, "only the first n (all by default)",
+                                 check=at_least(1)),
+    "dataset.validation_examples": Key((int, N), None, "held out for selection (null: 5000 "
+                                                       "for image sets, else 0)",
+                                       check=at_least(0)),
+    "train.epochs": Key((int,), 2, "dense training T; every cell ends where it ends",
+                        check=at_least(1)),
+    "train.batch_size": Key((int,), 128, "global batch, split over a group's ranks",
+                            check=at_least(1)),
+    "train.optimizer": Key((S,), "adam", "adam | sgd", choices=("adam", "sgd")),
+    "train.learning_rate": Key((F,), 1.2e-3, "", check=finite(at_least(0, strict=True))),
+    "train.momentum": Key((F,), 0.9, "sgd only", check=finite(_momentum)),
+    "train.weight_decay": Key((F,), 0.0, "decoupled, Keras-style", check=finite(at_least(0))),
+    "train.xla": Key((B, S), "auto", "auto: on a GPU, or a CPU model without convolutions",
+                     choices=("auto", True, False)),
+    "train.mixed_precision": Key((B, S), False, "float16 (GPUs) | bfloat16: float32 weights",
+                                 choices=(False, "float16", "bfloat16")),
+    "train.sync_batchnorm": Key((B, S), "auto", "BatchNorm over the global batch (auto: if any)",
+                                choices=("auto", True, False)),
+    "rewind.unit": Key((S,), "epoch", "epoch | iteration", choices=("epoch", "iteration")),
+    "rewind.points": Key((L,), [0], "where tickets rewind to; 0 is the initialization",
+                         check=_points),
+    "rewind.retrain": Key((S,), "remaining", "remaining: rewound to k, train T - k | full: T",
+                          choices=("remaining", "full")),
+    "prune.mode": Key((S,), "oneshot", "oneshot | iterative | gradual (lth_mpi/modes)",
+                      choices=tuple(modes.MODES)),
+    "prune.sparsities": Key((L, N), None, "oneshot, gradual (final): required, in (0, 1)"),
+    "prune.scope": Key((S,), "global", "global: one threshold | layerwise",
+                       choices=("global", "layerwise")),
+    "prune.exclude": Key((L,), [], "layers never pruned", check=_names),
+    "prune.levels": Key((int, N), None, "required: the number of levels", mode="iterative"),
+    "prune.rate": Key((F, N), None, "of the remaining weights, per level (0.2)",
+                      mode="iterative"),
+    "prune.layer_rates": Key((D,), {}, "layers' own rates, e.g. {out: 0.1}", mode="iterative"),
+    "prune.initial": Key((F, N), None, "sparsity at begin (0)", mode="gradual"),
+    "prune.begin": Key((int, N), None, "iteration pruning starts (0)", mode="gradual"),
+    "prune.end": Key((int, N), None, "required: iteration of the final sparsity",
+                     mode="gradual"),
+    "prune.frequency": Key((int, N), None, "iterations between steps (100)", mode="gradual"),
+    "controls": Key((L,), [], "random_reinit, random_mask", check=_controls),
+    "results.keep_weights": Key((S,), "none", "none | best ticket per sparsity | all cells",
+                                choices=("none", "best", "all")),
+    "parallel.group_size": Key((int,), 4, "ranks per data-parallel group; divides P",
+                               check=at_least(1)),
+    "parallel.assign": Key((S,), "dynamic", "dynamic: a shared queue | masks | cells",
+                           choices=("dynamic", "masks", "cells")),
+    "parallel.dense": Key((S,), "rank0", "rank0 | data_parallel: over all ranks",
+                          choices=("rank0", "data_parallel")),
+    "parallel.allreduce": Key((S,), "auto", "auto: Horovod on GPUs, mpi4py on CPUs",
+                              choices=("auto", "horovod", "mpi")),
+    "parallel.threads": Key((int, N), None, "intra-op threads (default: the node's share)",
+                            check=at_least(1)),
 }
 OPEN_SECTIONS = ("model", "dataset")   # may hold builder keyword arguments
-CHOICES = {
-    "train.optimizer": ("adam", "sgd"),
-    "rewind.unit": ("epoch", "iteration"),
-    "rewind.retrain": ("remaining", "full"),
-    "prune.mode": ("oneshot", "iterative", "gradual"),
-    "prune.scope": ("global", "layerwise"),
-    "parallel.assign": ("dynamic", "masks", "cells"),
-    "results.keep_weights": ("none", "best", "all"),
-    "parallel.dense": ("rank0", "data_parallel"),
-    "parallel.allreduce": ("auto", "horovod", "mpi"),
-}
-CONTROLS = ("random_reinit", "random_mask")
-ONLY = {"iterative": ("levels", "rate", "layer_rates"),
-        "gradual": ("initial", "begin", "end", "frequency")}
 
 
-def _check_prune(prune: dict, controls: list) -> None:
-    """Keys of another mode refused; then the mode's own checks (lth_mpi.modes)."""
-    for mode, keys in ONLY.items():
-        for key in keys:
-            if prune["mode"] != mode and prune[key] not in (None, {}):
-                raise ConfigError(f"prune.{key}: only used with prune.mode: {mode}")
-    try:
-        modes.MODES[prune["mode"]].check(prune, controls)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+def _spelled(value) -> str:
+    """A value as YAML writes it (true, null, [0], 0.0012)."""
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).replace("\n...", "").strip()
 
 
-def _merge(schema: dict, given: dict, prefix: str, open_section: bool) -> dict:
-    """Defaults filled in, unknown keys and wrong types refused."""
+def reference() -> str:
+    """Every key with its default and doc, as YAML: the README's config block."""
+    lines, section = [], None
+    for dotted, key in KEYS.items():
+        head, _, leaf = dotted.rpartition(".")
+        if head != section and head:
+            lines.append(f"{head}:")
+        section = head
+        default = "(required)" if key.default is REQUIRED else _spelled(key.default)
+        text = f"{'  ' if head else ''}{leaf}: {default}"
+        doc = f"{key.mode}: {key.doc}" if key.mode else key.doc
+        lines.append(f"{text:<28} # {doc}".rstrip(" #") if doc else text)
+    return "\n".join(lines)
+
+
+def _merge(given: dict) -> dict:
+    """Defaults filled in, unknown keys and wrong types refused, in declaration order."""
     if not isinstance(given, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {given!r}")
+        raise ConfigError(f"config: expected a mapping, got {given!r}")
+    sections = {d.partition(".")[0] for d in KEYS if "." in d}
+    for name, value in given.items():
+        if name in sections:
+            if value is not None and not isinstance(value, dict):
+                raise ConfigError(f"{name}: expected a mapping, got {value!r}")
+            known = [d.partition(".")[2] for d in KEYS if d.startswith(name + ".")]
+            for key in (value or {}):
+                if key not in known and name not in OPEN_SECTIONS:
+                    raise ConfigError(f"{name}.{key}: unknown key (valid: {', '.join(known)})")
+        elif name not in KEYS:
+            top = dict.fromkeys(d.partition(".")[0] for d in KEYS)
+            raise ConfigError(f"{name}: unknown key (valid: {', '.join(top)})")
     out = {}
-    for key in given:
-        if key not in schema and not open_section:
-            raise ConfigError(f"{prefix}{key}: unknown key (valid: {', '.join(schema)})")
-    for key, spec in schema.items():
-        if isinstance(spec, dict):
-            out[key] = _merge(spec, given.get(key, {}) or {}, f"{prefix}{key}.",
-                              key in OPEN_SECTIONS)
+    for dotted, key in KEYS.items():
+        head, _, leaf = dotted.rpartition(".")
+        where, src = (out.setdefault(head, {}), given.get(head) or {}) if head else (out, given)
+        if leaf not in src:
+            if key.default is REQUIRED:
+                raise ConfigError(f"{dotted}: required key is missing")
+            where[leaf] = copy.deepcopy(key.default)
             continue
-        typ, default = spec
-        if key not in given:
-            if default is REQUIRED:
-                raise ConfigError(f"{prefix}{key}: required key is missing")
-            out[key] = copy.deepcopy(default)
-            continue
-        value = given[key]
-        types = typ if isinstance(typ, tuple) else (typ,)
-        if float in types and isinstance(value, int) and not isinstance(value, bool):
+        value = src[leaf]
+        if F in key.types and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
-            names = "/".join("null" if t is type(None) else t.__name__ for t in types)
-            raise ConfigError(f"{prefix}{key}: expected {names}, got {value!r}")
-        out[key] = value
-    if open_section:
-        out.update({k: v for k, v in given.items() if k not in schema})
+        if isinstance(value, bool) and B not in key.types or not isinstance(value, key.types):
+            names = "/".join("null" if t is N else t.__name__ for t in key.types)
+            raise ConfigError(f"{dotted}: expected {names}, got {value!r}")
+        where[leaf] = value
+    for section in OPEN_SECTIONS:
+        out[section].update({k: v for k, v in (given.get(section) or {}).items()
+                             if k not in out[section]})
     return out
 
 
+def _get(cfg: dict, dotted: str):
+    head, _, leaf = dotted.rpartition(".")
+    return (cfg[head] if head else cfg)[leaf]
+
+
 def _check(cfg: dict, world_size: int | None) -> None:
-    """Value checks that need more than a type."""
-    for dotted, choices in CHOICES.items():
-        section, key = dotted.split(".")
-        if cfg[section][key] not in choices:
-            raise ConfigError(f"{dotted}: {cfg[section][key]!r} is not one of {', '.join(choices)}")
-    if not 0 <= cfg["seed"] < 2 ** 32:
-        raise ConfigError(f"seed: must be in [0, 2^32), got {cfg['seed']}")
-    if cfg["seeds"] is not None:
-        seeds = cfg["seeds"]
-        if cfg["seed"] != 0:
-            raise ConfigError("seeds: give seed (one search) or seeds (replicates), not both")
-        if not seeds:
-            raise ConfigError("seeds: needs at least one seed")
-        for s in seeds:
-            if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2 ** 32:
-                raise ConfigError(f"seeds: {s!r} is not an integer in [0, 2^32)")
-        if len(set(seeds)) != len(seeds):
-            raise ConfigError(f"seeds: duplicate values in {seeds}")
-    t = cfg["train"]
-    for key in ("learning_rate", "momentum", "weight_decay"):
-        if not math.isfinite(t[key]):
-            raise ConfigError(f"train.{key}: must be a finite number, got {t[key]}")
+    """Each key's own check, in declaration order; then what relates keys to each other."""
+    t, prune, par = cfg["train"], cfg["prune"], cfg["parallel"]
     if t["mixed_precision"] is True:     # the original switch: float16, as for GPUs
         t["mixed_precision"] = "float16"
-    if t["mixed_precision"] not in (False, "float16", "bfloat16"):
-        raise ConfigError(f"train.mixed_precision: {t['mixed_precision']!r} is not one of "
-                          "false, float16, bfloat16")
-    for key in ("xla", "sync_batchnorm"):
-        if t[key] not in (True, False, "auto"):
-            raise ConfigError(f"train.{key}: {t[key]!r} is not one of auto, true, false")
-    for key in ("epochs", "batch_size"):
-        if t[key] < 1:
-            raise ConfigError(f"train.{key}: must be >= 1, got {t[key]}")
-    if t["learning_rate"] <= 0:
-        raise ConfigError(f"train.learning_rate: must be > 0, got {t['learning_rate']}")
-    if not 0 <= t["momentum"] < 1:
-        raise ConfigError(f"train.momentum: must be in [0, 1), got {t['momentum']}")
-    if t["weight_decay"] < 0:
-        raise ConfigError(f"train.weight_decay: must be >= 0, got {t['weight_decay']}")
-    _check_prune(cfg["prune"], cfg["controls"])
-    if not all(isinstance(e, str) for e in cfg["prune"]["exclude"]):
-        raise ConfigError("prune.exclude: expected a list of layer names")
-    points = cfg["rewind"]["points"]
-    if not points:
-        raise ConfigError("rewind.points: needs at least one rewind point")
-    if len(set(points)) != len(points):
-        raise ConfigError(f"rewind.points: duplicate values in {points}")
-    for p in points:
-        if isinstance(p, bool) or not isinstance(p, int) or p < 0:
-            raise ConfigError(f"rewind.points: {p!r} is not a non-negative integer")
+    for dotted, key in KEYS.items():
+        value = _get(cfg, dotted)
+        if key.choices and value not in key.choices:
+            names = ", ".join(_spelled(c) for c in key.choices)
+            raise ConfigError(f"{dotted}: {_spelled(value)!s} is not one of {names}"
+                              if isinstance(value, bool) else
+                              f"{dotted}: {value!r} is not one of {names}")
+        problem = key.check(value) if key.check else None
+        if problem:
+            raise ConfigError(f"{dotted}: {problem}")
+        if key.mode and prune["mode"] != key.mode and value not in (None, {}):
+            raise ConfigError(f"{dotted}: only used with prune.mode: {key.mode}")
+    if cfg["seeds"] is not None and cfg["seed"] != 0:
+        raise ConfigError("seeds: give seed (one search) or seeds (replicates), not both")
+    try:     # the mode's own rules (lth_mpi/modes), which fill in its defaults
+        modes.MODES[prune["mode"]].check(prune, cfg["controls"])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    for p in cfg["rewind"]["points"]:
         if cfg["rewind"]["unit"] == "epoch" and p > t["epochs"]:
             raise ConfigError(f"rewind.points: epoch {p} is beyond the {t['epochs']} dense epochs")
         if (cfg["rewind"]["unit"] == "epoch" and p == t["epochs"]
                 and cfg["rewind"]["retrain"] == "remaining"):
             raise ConfigError(f"rewind.points: epoch {p} is the end of training, which leaves "
                               "nothing to retrain under rewind.retrain: remaining")
-    if len(set(map(str, cfg["controls"]))) != len(cfg["controls"]):
-        raise ConfigError(f"controls: duplicate entries in {cfg['controls']}")
-    for c in cfg["controls"]:
-        if c not in CONTROLS:
-            raise ConfigError(f"controls: unknown control {c!r} (valid: {', '.join(CONTROLS)})")
-    for key in ("train_examples", "test_examples"):
-        n = cfg["dataset"][key]
-        if n is not None and n < 1:
-            raise ConfigError(f"dataset.{key}: must be >= 1, got {n}")
-    n = cfg["dataset"]["validation_examples"]
-    if n is not None and n < 0:
-        raise ConfigError(f"dataset.validation_examples: must be >= 0, got {n}")
-    par = cfg["parallel"]
-    if par["group_size"] < 1:
-        raise ConfigError(f"parallel.group_size: must be >= 1, got {par['group_size']}")
-    if par["threads"] is not None and par["threads"] < 1:
-        raise ConfigError(f"parallel.threads: must be >= 1, got {par['threads']}")
     if world_size is not None and world_size % par["group_size"]:
         raise ConfigError(f"parallel.group_size: {par['group_size']} does not divide the "
                           f"{world_size} ranks")
@@ -261,7 +325,7 @@ def load(path: str | None = None, overrides: list[str] = (), world_size: int | N
         set_dotted(raw, assignment)
     for dotted, value in (literal or {}).items():
         set_dotted(raw, f"{dotted}={value}", literal=True)
-    cfg = _merge(SCHEMA, raw, "", False)
+    cfg = _merge(raw)
     _check(cfg, world_size)
     return cfg
 

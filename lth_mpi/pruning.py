@@ -35,21 +35,14 @@ def magnitude_masks(weights: dict[str, np.ndarray], sparsity: float,
     """
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
-    if scope not in SCOPES:
-        raise ValueError(f"unknown pruning scope {scope!r}; valid: {', '.join(SCOPES)}")
-    names = list(weights)
-    if scope == "layerwise":
-        return {name: ~_smallest(np.abs(weights[name]).ravel(),
-                                 n_to_prune(weights[name].size, sparsity)
-                                 ).reshape(weights[name].shape)
-                for name in names}
-    flat = np.concatenate([np.abs(weights[n]).ravel() for n in names])
-    keep = ~_smallest(flat, n_to_prune(flat.size, sparsity))
-    masks, start = {}, 0
-    for name in names:
-        size = weights[name].size
-        masks[name] = keep[start:start + size].reshape(weights[name].shape)
-        start += size
+    masks = {}
+    for pool, _ in _pools(list(weights), {}, sparsity, scope):
+        flat = np.concatenate([np.abs(weights[n]).ravel() for n in pool])
+        keep, start = ~_smallest(flat, n_to_prune(flat.size, sparsity)), 0
+        for name in pool:
+            size = weights[name].size
+            masks[name] = keep[start:start + size].reshape(weights[name].shape)
+            start += size
     return masks
 
 
@@ -57,6 +50,8 @@ def _pools(names: list[str], rates: dict[str, float | None], rate: float,
            scope: str) -> list[tuple[list[str], float]]:
     """The groups that one pruning step treats as one: each tensor with its own rate alone;
     the rest one pool (global) or each alone (layerwise), at `rate`."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown pruning scope {scope!r}; valid: {', '.join(SCOPES)}")
     own = [([n], rates[n]) for n in names if rates.get(n) is not None]
     rest = [n for n in names if rates.get(n) is None]
     if scope == "global":
@@ -89,8 +84,6 @@ def prune_step(scores: dict[str, np.ndarray], masks: dict[str, np.ndarray], rate
     inside the old). Scores are |trained weights| for magnitude pruning, random numbers for
     random pruning. `rates` gives some tensors their own rate (Frankle & Carbin prune the
     output layer at half the rate), each then pruned on its own."""
-    if scope not in SCOPES:
-        raise ValueError(f"unknown pruning scope {scope!r}; valid: {', '.join(SCOPES)}")
     return _prune(scores, masks, _pools(list(scores), rates or {}, rate, scope),
                   lambda size, kept, r: size - kept + n_to_prune(kept, r))
 
@@ -99,8 +92,6 @@ def prune_to(scores: dict[str, np.ndarray], masks: dict[str, np.ndarray], sparsi
              scope: str = "global") -> dict[str, np.ndarray]:
     """Gradual pruning's step: prune until `sparsity` of each pool is gone (exactly
     round(s * n)), the smallest scores first among what is still kept."""
-    if scope not in SCOPES:
-        raise ValueError(f"unknown pruning scope {scope!r}; valid: {', '.join(SCOPES)}")
     return _prune(scores, masks, _pools(list(scores), {}, sparsity, scope),
                   lambda size, kept, s: n_to_prune(size, s))
 

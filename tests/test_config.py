@@ -120,3 +120,15 @@ def test_all_shipped_configs_are_valid():
         cfg = config.load(path)
         models.check(cfg["model"]["name"], {k: v for k, v in cfg["model"].items() if k != "name"})
         assert cfg["dataset"]["name"] in data.REGISTRY
+
+
+def test_readme_config_block_is_the_declarations():
+    """The README's config reference is generated from config.KEYS: every key, its default
+    and its doc; a key added, removed or changed without the README fails here."""
+    import os
+    text = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    start = text.index("```yaml", text.index("### Config")) + len("```yaml\n")
+    assert text[start:text.index("```", start)].rstrip("\n") == config.reference()
+    assert config.load(raw={"model": {"name": "lenet_300_100"},
+                            "prune": {"sparsities": [0.5]}})["prune"]["scope"] == \
+        config.KEYS["prune.scope"].default
