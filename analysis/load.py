@@ -1,19 +1,15 @@
-"""One results file into plain Python and numpy, read in a single pass.
+"""One results file as the analysis sees it: lth_mpi.results.read, plus the grid, the
+replicates' means and what the report asks of them.
 
 Works on finished, interrupted and still-running files: only the cells present under /cells
-are used, and `missing` names the cells of the grid that are not there yet. The file is opened
-without HDF5 file locking, so a job that is still writing it does not block the analysis.
+are used, and `missing` names the cells of the grid that are not there yet.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import time
 
-import h5py
 import numpy as np
-import yaml
 
 from lth_mpi import plan
 from lth_mpi import results as lth_results
@@ -108,80 +104,21 @@ class Results:
         return f"{self.unit} {self.points[rewind]}" if rewind >= 0 else "reinit"
 
 
-def _value(v):
-    if isinstance(v, bytes):
-        v = v.decode()
-    if isinstance(v, str) and v[:1] in "[{":
-        try:
-            return json.loads(v)
-        except ValueError:
-            return v
-    return v.item() if hasattr(v, "item") and np.ndim(v) == 0 else v
-
-
-def open_results(path: str) -> h5py.File:
-    """The file opened read-only, or AnalysisError saying in one line why it cannot be."""
+def load(path: str) -> Results:
+    """The file's contents (lth_mpi.results.read, the one reader), also while its job is
+    writing it; AnalysisError saying in one line why a file cannot be read."""
     if not os.path.exists(path):
         raise AnalysisError(f"{path}: no such file")
     try:
-        f = h5py.File(path, "r", locking=False)
-    except OSError:
-        raise AnalysisError(f"{path} is not an lth-mpi results file (not an HDF5 file)") from None
-    try:
-        lth_results.check_format(f, path)
+        got = lth_results.read(path)
     except lth_results.NotAResultsFile as exc:
-        f.close()
         raise AnalysisError(str(exc)) from None
-    version = int(f.attrs.get("format_version", 0))
-    if version > lth_results.VERSION:
-        f.close()
-        raise AnalysisError(f"{path} has format version {version}; this analysis reads "
-                            f"version {lth_results.VERSION}")
-    return f
-
-
-def load(path: str, attempts: int = 20) -> Results:
-    """The file's contents; a running job's file too (see lth_mpi.results.while_running:
-    a read that lands inside one of the writer's writes is tried again)."""
-    for attempt in range(attempts):
-        try:
-            return _load(path)
-        except (OSError, KeyError, RuntimeError):
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.1)
-
-
-def _load(path: str) -> Results:
-    with open_results(path) as f:
-        attrs = {k: _value(v) for k, v in f.attrs.items()}
-        try:
-            cfg = yaml.safe_load(attrs["config"])
-        except (KeyError, yaml.YAMLError):
-            raise AnalysisError(
-                f"{path} is not an lth-mpi results file (no readable config)") from None
-        sparsities = lth_results.sparsities(f, cfg)
-        points, controls = list(cfg["rewind"]["points"]), list(cfg["controls"])
-        done = lth_results.dense_complete(f)
-        where = [lth_results.replicate_group(f, k) for k in lth_results.replicates_in(f)]
-        realized = where[0]["masks"].attrs["sparsity_realized"][()] if done else None
-        dense_runs = [lth_results.read_curves(w["dense"]) for w in where] if done else []
-        cells = []
-        for name, g in f["cells"].items() if "cells" in f else ():
-            if not lth_results.cell_complete(f, g):
-                continue          # a write cut short (see lth_mpi.results)
-            row = {"name": name, **{k: _value(v) for k, v in g.attrs.items()}}
-            row.update(lth_results.read_curves(g))
-            cells.append(lth_results.upgrade_cell(row))
-        timings = []
-        for key in sorted(f.get("timings", {}), key=lambda k: int(k[3:])):
-            d = f["timings"][key]
-            timings.append(Timings(int(key[3:]), d[()].reshape(-1, 5),
-                                   tuple(json.loads(d.attrs["phases"])), float(d.attrs["t0"])))
-    grid = plan.grid_for(cfg, len(sparsities))
-    runs = sorted(cells, key=lambda c: c["id"])
+    cfg = got.config
+    runs, dense_runs = got.cells, got.dense_runs
     dense = dense_runs[0] if len(dense_runs) == 1 else tickets.mean_curves(dense_runs) \
         if dense_runs else None
     cells = tickets.replicate_means(runs) if cfg.get("seeds") else runs
-    return Results(path, cfg, attrs, sparsities, realized, points, cfg["rewind"]["unit"],
-                   controls, dense, cells, grid, timings, runs, dense_runs)
+    return Results(path, cfg, got.attrs, got.sparsities, got.realized,
+                   list(cfg["rewind"]["points"]), cfg["rewind"]["unit"], list(cfg["controls"]),
+                   dense, cells, plan.grid_for(cfg, len(got.sparsities)),
+                   [Timings(*t) for t in got.timings], runs, dense_runs)

@@ -410,6 +410,19 @@ class Settings:
         return dataclasses.replace(bound, targets=tuple(mode.targets()))
 
 
+def stored(cfg: dict) -> Settings:
+    """The settings of a config a results file stores, whatever version wrote it: keys it
+    lacks (declared since) take their defaults; nothing is checked again."""
+    full = {}
+    for dotted, key in KEYS.items():
+        head, _, leaf = dotted.rpartition(".")
+        where, src = (full.setdefault(head, {}), cfg.get(head) or {}) if head else (full, cfg)
+        where[leaf] = src.get(leaf, None if key.default is REQUIRED else key.default)
+    for section in OPEN_SECTIONS:
+        full[section].update(cfg.get(section) or {})
+    return resolve(full)
+
+
 def resolve(cfg: dict) -> Settings:
     """The settings of a validated config (load's result, or a results file's)."""
     seeds = cfg.get("seeds")

@@ -5,6 +5,7 @@ h5py: the parallel layer makes sure only the writer rank calls the writing half.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -402,8 +403,12 @@ def upgrade_cell(row: dict) -> dict:
     return row
 
 def check_format(f: h5py.File, path: str) -> None:
+    """Refuse a file that is not a results file, or one of a later format than this reads."""
     if f.attrs.get("format") != FORMAT:
         raise NotAResultsFile(f"{path} is not an lth-mpi results file (no format={FORMAT!r} attribute)")
+    if _version(f) > VERSION:
+        raise NotAResultsFile(f"{path} has format version {_version(f)}; this lth-mpi reads "
+                              f"version {VERSION}")
 
 
 def is_dense_name(name: str) -> bool:
@@ -488,14 +493,70 @@ def read_cells(path: str) -> list[dict]:
 def cells_in(f: h5py.File) -> list[dict]:
     """read_cells on an open file."""
     out = []
-    for name, g in f["cells"].items():
+    for name, g in f["cells"].items() if "cells" in f else ():
         if not cell_complete(f, g):
             continue          # a write cut short: not a result (resume redoes it)
-        row = {"name": name, **{k: v.item() if hasattr(v, "item") else v
-                                for k, v in g.attrs.items()}}
+        row = {"name": name, **{k: attr_value(v) for k, v in g.attrs.items()}}
         row.update(read_curves(g))
         out.append(upgrade_cell(row))
     return sorted(out, key=lambda r: r["id"])
+
+
+def attr_value(v):
+    """An HDF5 attribute as plain Python: bytes decoded, JSON (lists, objects) parsed,
+    numpy scalars as numbers."""
+    if isinstance(v, bytes):
+        v = v.decode()
+    if isinstance(v, str) and v[:1] in "[{":
+        try:
+            return json.loads(v)
+        except ValueError:
+            return v
+    return v.item() if hasattr(v, "item") and np.ndim(v) == 0 else v
+
+
+@dataclasses.dataclass
+class Contents:
+    """A results file read in one pass, what status, the analysis and export start from."""
+    path: str
+    config: dict
+    attrs: dict                  # root attributes, JSON ones decoded
+    sparsities: list             # targets, one per mask index
+    realized: np.ndarray | None  # realized sparsities (None before the dense phase ended)
+    dense_complete: bool
+    dense_runs: list             # the /dense curves of each finished dense phase
+    cells: list                  # finished cells: attributes plus curves, by id
+    timings: list                # (job, rows, phases, t0) of each job that finished
+
+    @property
+    def status(self) -> str:
+        return str(self.attrs.get("status", "unknown"))
+
+
+def contents(f: h5py.File, path: str) -> Contents:
+    """read() on an open file."""
+    attrs = {k: attr_value(v) for k, v in f.attrs.items()}
+    try:
+        cfg = config_mod.yaml.safe_load(attrs["config"])
+    except (KeyError, config_mod.yaml.YAMLError):
+        raise NotAResultsFile(f"{path} is not an lth-mpi results file (no readable "
+                              "config)") from None
+    done = dense_complete(f)
+    where = [replicate_group(f, k) for k in replicates_in(f)]
+    timings = []
+    for key in sorted(f.get("timings", {}), key=lambda k: int(k[3:])):
+        d = f["timings"][key]
+        timings.append((int(key[3:]), d[()].reshape(-1, 5), tuple(json.loads(d.attrs["phases"])),
+                        float(d.attrs["t0"])))
+    return Contents(path, cfg, attrs, sparsities(f, cfg),
+                    where[0]["masks"].attrs["sparsity_realized"][()] if done else None, done,
+                    [read_curves(w["dense"]) for w in where] if done else [], cells_in(f),
+                    timings)
+
+
+def read(path: str) -> Contents:
+    """The whole file (but weights), also while its job is writing it (while_running)."""
+    return while_running(lambda f: contents(f, path), path)
 
 
 def _entry(hit: list, replicates: int = 0) -> str:

@@ -11,82 +11,68 @@ import time
 
 import numpy as np
 
-from . import config as config_mod
-from . import plan, results
+from . import config, plan, results
 
 
-def _summary(f) -> dict:
-    attrs = dict(f.attrs)
-    cfg = config_mod.yaml.safe_load(attrs["config"])
-    return {"status": str(attrs.get("status", "unknown")),
-            "error": str(attrs.get("error", "")),
-            "config": cfg,
-            "n_groups": int(attrs.get("n_groups", 1)),
-            "job_started": float(attrs.get("job_started", np.nan)),
-            "heartbeat": float(attrs.get("heartbeat", np.nan)),
-            "resumed": int(attrs.get("resumed", 0)),
-            "dense": results.dense_complete(f),
-            "cells": results.cells_in(f),
-            "sparsities": results.sparsities(f, cfg)}
-
-
-def liveness(s: dict, now: float) -> tuple[str, str]:
+def liveness(got: results.Contents, now: float) -> tuple[str, str]:
     """(state, how status shows it) of a file: a status other than `running` is final and
     shown as it is; `running` is running while its writer's heartbeat is fresh, and dead
     once it has been silent for results.STALE seconds (a job killed outright or a lost node
     leaves `running` behind: no handler runs); a file written before the heartbeat is taken
     as running, and says it cannot tell."""
-    if s["status"] != "running":
-        return s["status"], s["status"]
-    if not np.isfinite(s["heartbeat"]):
+    if got.status != "running":
+        return got.status, got.status
+    beat = float(got.attrs.get("heartbeat", np.nan))
+    if not np.isfinite(beat):
         return "running", "running (or dead: this file has no heartbeat to tell)"
-    silent = now - s["heartbeat"]
+    silent = now - beat
     if silent <= results.STALE:
         return "running", "running"
     return "dead", (f"dead: the file says running, but its writer has been silent for "
                     f"{silent:.0f} s (since "
-                    f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(s['heartbeat']))}; "
+                    f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(beat))}; "
                     f"it beats every {results.HEARTBEAT:g} s): the job was killed or lost its "
                     "node; --resume continues it")
 
 
 def report(path: str, now: float | None = None) -> str:
-    s = results.while_running(_summary, path)
+    got = results.read(path)
     now = time.time() if now is None else now
-    cfg, cells = s["config"], s["cells"]
-    grid = plan.grid_for(cfg, len(s["sparsities"]))
+    a, cells, s = got.attrs, got.cells, config.stored(got.config)
+    started, n_groups = float(a.get("job_started", np.nan)), int(a.get("n_groups", 1))
+    grid = plan.grid_for(got.config, len(got.sparsities))
     done = {c["name"] for c in cells}
-    state, shown = liveness(s, now)
+    state, shown = liveness(got, now)
     running = state == "running"
-    lines = [f"{path}: {shown}" + (f" ({s['error']})" if s["error"] else "")
-             + (f", resumed {s['resumed']} time(s)" if s["resumed"] else ""),
+    lines = [f"{path}: {shown}" + (f" ({a['error']})" if a.get("error") else "")
+             + (f", resumed {a['resumed']} time(s)" if a.get("resumed") else ""),
              f"cells done: {len(done)} / {len(grid)}"
-             + ("" if s["dense"] else " (dense phase not finished yet)")]
+             + ("" if got.dense_complete else " (dense phase not finished yet)")]
     diverged = [c for c in cells if c.get("status") == "diverged"]
     if diverged:
         lines.append(f"diverged: {len(diverged)}: " + ", ".join(
             f"{c['name']} (epoch {c['diverged_epoch']})" for c in diverged))
-    this_job = [c for c in cells if c["t_start"] >= s["job_started"] - 1]
-    end = now if running else s["heartbeat"] if state == "dead" else \
+    this_job = [c for c in cells if c["t_start"] >= started - 1]
+    end = now if running else float(a["heartbeat"]) if state == "dead" else \
         max([c["t_end"] for c in this_job], default=float("nan"))
-    elapsed = end - s["job_started"]
+    elapsed = end - started
     line = (f"elapsed (latest job): {elapsed:.0f} s" if np.isfinite(elapsed)
             else "elapsed: unknown (the file does not record its job's start)")
     left = len(grid) - len(done)
     if running and this_job and left:
         per_cell = float(np.mean([c["seconds"] for c in this_job]))
-        eta = per_cell * int(np.ceil(left / max(1, s["n_groups"])))
+        eta = per_cell * int(np.ceil(left / max(1, n_groups)))
         line += f"; ETA about {eta:.0f} s ({left} cells at {per_cell:.1f} s each over " \
-                f"{s['n_groups']} group(s))"
+                f"{n_groups} group(s))"
     lines.append(line)
-    if running and plan.assignment(cfg) == "dynamic":
+    if running and plan.assignment(s) == "dynamic":
         lines.append(f"queue: {left} cells left, each taken by the next group to free up "
-                     f"({s['n_groups']} group(s))")
+                     f"({n_groups} group(s))")
     elif running:
-        groups = [[] for _ in range(s["n_groups"])]
-        for cells_, chained in plan.passes(grid, cfg):
-            for g, mine in enumerate(plan.assign(cells_, s["n_groups"],
-                                                 plan.assignment(cfg, chained))):
+        groups = [[] for _ in range(n_groups)]
+        for cells_, chained in plan.passes(grid, s):
+            for g, mine in enumerate(plan.assign(cells_, n_groups,
+                                                 plan.assignment(s, chained))):
                 groups[g] += mine
         busy = [f"group {g} ({len([c for c in mine if c.name not in done])} left)"
                 for g, mine in enumerate(groups) if any(c.name not in done for c in mine)]
