@@ -31,12 +31,9 @@ import argparse
 import os
 import resource
 import statistics
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import harness  # noqa: F401  (TensorFlow quiet: imported for its side effect)
 
 import numpy as np  # noqa: E402
 from mpi4py import MPI  # noqa: E402

@@ -13,46 +13,32 @@ Goal (issue 11): bfloat16 >= 1.3x faster per step, accuracy within 0.3 points.
 Usage: python benchmarks/bf16.py [--model resnet20] [--batch 128] [--steps 10]
        [--rounds 5] [--epochs 2] [--train 10000] [--threads 2] [--seeds 1] [--xla]
 """
-import argparse
-import os
-import statistics
-import sys
-import time
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import harness
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = harness.parser(__doc__, rounds=5, threads=True)
     p.add_argument("--model", default="resnet20")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--steps", type=int, default=10, help="steps per timed round")
-    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=2, help="epochs of the accuracy run")
     p.add_argument("--train", type=int, default=10000, help="training examples (accuracy run)")
-    p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--seeds", type=int, default=1,
                    help="accuracy runs from this many initializations (mean and sd over them)")
     p.add_argument("--xla", action="store_true", help="compile the steps with XLA")
     args = p.parse_args()
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(min(2, args.threads))
-    from lth_mpi import config, data, training
-    name = "fashion_mnist" if os.path.isdir(data.FASHION_MNIST_DIR) else "synthetic"
+    harness.tf_threads(args.threads)
+    from lth_mpi import data, training
+    name = harness.dataset_name()
 
     def trainer(precision):
-        cfg = config.load(raw={
-            "model": {"name": args.model}, "prune": {"sparsities": [0.5]},
-            "dataset": {"name": name, "train_examples": args.train,
-                        "validation_examples": 0},
-            "train": {"batch_size": args.batch, "optimizer": "sgd", "learning_rate": 0.05,
-                      "xla": args.xla, "mixed_precision": precision},
-            "parallel": {"group_size": 1}})
+        cfg = harness.one_rank(args.model, args.batch,
+                               {"train_examples": args.train, "validation_examples": 0},
+                               optimizer="sgd", learning_rate=0.05, xla=args.xla,
+                               mixed_precision=precision)
         ds = data.load(cfg["dataset"])
         model, idx = training.build_for(cfg, ds, cfg["seed"])   # the same init in both
         t = training.Trainer(model, ds, cfg["train"], idx)
@@ -70,19 +56,19 @@ def main():
     first = runs[False][1]
     x, y = next(iter(runs[False][0].data.train_batches(0, 1, args.batch)))
     x, y = tf.constant(x), tf.constant(y)
+    def steps(t):
+        for _ in range(args.steps):
+            t._train_step(x, y)
+        float(t.loss_sum.numpy())          # wait for the last step
+
     for t, _, _ in runs.values():
         t.load(first)
         for _ in range(3):                      # compile and warm up
             t._train_step(x, y)
-    times = {p: [] for p in runs}
-    for _ in range(args.rounds):
-        for p, (t, _, _) in runs.items():
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                t._train_step(x, y)
-            float(t.loss_sum.numpy())          # wait for the last step
-            times[p].append((time.perf_counter() - t0) / args.steps * 1000)
-    f32, b16 = statistics.median(times[False]), statistics.median(times["bfloat16"])
+    med = harness.medians(harness.alternate({p: (lambda t=t: steps(t)) for p, (t, _, _)
+                                             in runs.items()}, args.rounds,
+                                            scale=1000 / args.steps, warm_up=False))
+    f32, b16 = med[False], med["bfloat16"]
     print(f"{args.model}, batch {args.batch}, {args.threads} threads, "
           f"{'XLA' if args.xla else 'no XLA'}, median of "
           f"{args.rounds} rounds of {args.steps} steps")

@@ -18,7 +18,7 @@ import time
 import numpy as np
 from PIL import Image
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from harness import ROOT
 TREE = "/tmp/lth_bench_tree"
 
 

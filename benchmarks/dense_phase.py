@@ -13,28 +13,23 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from benchmarks import grid as grid_bench  # noqa: E402  (its fixed grid, for --grid)
+import grid as grid_bench  # its fixed grid, for --grid
+from harness import ROOT, search_command
 
 
 def job(n: int, mode: str, epochs: int, grid: bool, sets=()) -> tuple[float, float, float]:
     """One search; (rank 0's dense phase, the cells' span, job wall) in seconds."""
     import h5py
     out = os.path.join(tempfile.mkdtemp(prefix="lth-dense-"), "d.h5")
-    cmd = ["bash", os.path.join(ROOT, "run", "mpiexec.sh"), "-n", str(n), sys.executable,
-           "-m", "mpi4py", "-m", "lth_mpi", "run", os.path.join(ROOT, "run", "configs",
-                                                               "demo.yaml"),
-           "--output", out, "--set", f"parallel.dense={mode}", "--set", f"train.epochs={epochs}",
-           *(grid_bench.SETTINGS if grid else ["--set", "prune.sparsities=[0.5]",
-                                               "--set", "rewind.points=[0]",
-                                               "--set", "parallel.group_size=1"]),
-           *(a for kv in sets for a in ("--set", kv))]
+    cmd = search_command(n, "run/configs/demo.yaml", out, "--set", f"parallel.dense={mode}",
+                         "--set", f"train.epochs={epochs}",
+                         *(grid_bench.SETTINGS if grid else ["--set", "prune.sparsities=[0.5]",
+                                                             "--set", "rewind.points=[0]",
+                                                             "--set", "parallel.group_size=1"]),
+                         *(a for kv in sets for a in ("--set", kv)))
     t0 = time.time()
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)

@@ -8,41 +8,25 @@ Goals (issue 11): masked epoch <= 0.35 of Keras fit + evaluate; masked / dense <
 Usage: python benchmarks/epoch_time.py [--model lenet_300_100] [--batch 128] [--rounds 3]
        [--threads N] [--per-step] [--xla auto|true|false]   (--per-step: one compiled call per step, as before)
 """
-import argparse
-import os
-import statistics
-import sys
-import time
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import harness
 
 import numpy as np  # noqa: E402
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = harness.parser(__doc__, rounds=3, threads=True)
     p.add_argument("--model", default="lenet_300_100")
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--sparsity", type=float, default=0.9)
-    p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--per-step", action="store_true", help="lth-mpi: one call per step")
     p.add_argument("--xla", default="auto", choices=["auto", "true", "false"],
                    help="lth-mpi's train.xla (auto: XLA for this dense model)")
     args = p.parse_args()
     import keras
-    import tensorflow as tf
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(min(2, args.threads))
-    from lth_mpi import config, data, pruning, training
-    name = "fashion_mnist" if os.path.isdir(data.FASHION_MNIST_DIR) else "synthetic"
-    cfg = config.load(raw={"model": {"name": args.model}, "prune": {"sparsities": [0.5]},
-                           "dataset": {"name": name},
-                           "train": {"batch_size": args.batch, "optimizer": "adam",
-                                     "xla": {"true": True, "false": False}.get(args.xla, "auto")},
-                           "parallel": {"group_size": 1}})
+    harness.tf_threads(args.threads)
+    from lth_mpi import data, pruning, training
+    cfg = harness.one_rank(args.model, args.batch, optimizer="adam",
+                           xla={"true": True, "false": False}.get(args.xla, "auto"))
     ds = data.load(cfg["dataset"])
 
     def norm(x):
@@ -71,15 +55,7 @@ def main():
     runs = {"keras fit + evaluate": keras_epoch,
             "lth-mpi masked": lambda: masked.fit(1, seed=1, on_step=hook),
             "lth-mpi dense": lambda: dense.fit(1, seed=1, on_step=hook)}
-    for fn in runs.values():
-        fn()                      # tracing and first-call costs
-    times = {k: [] for k in runs}
-    for _ in range(args.rounds):
-        for k, fn in runs.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = harness.medians(harness.alternate(runs, args.rounds))
     print(f"{args.model}, {ds.train_total} training examples (+ {ds.val_total} validation, "
           f"{ds.test_total} test evaluated), batch {args.batch}, Adam, {args.threads} "
           f"thread(s), lth-mpi {'one call per step' if args.per_step else 'many steps per call'}"

@@ -12,20 +12,15 @@ Without a file it first runs the demo search with results.keep_weights: best
 import argparse
 import os
 import subprocess
-import sys
 import tempfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from harness import ROOT, search_command
 
-from lth_mpi import export, results  # noqa: E402
+from lth_mpi import export, results
 
 
 def run_demo(out: str) -> None:
-    cmd = ["bash", os.path.join(ROOT, "run", "mpiexec.sh"), "-n", "2", sys.executable, "-m",
-           "mpi4py", "-m", "lth_mpi", "run", os.path.join(ROOT, "run", "configs", "demo.yaml"),
-           "--output", out, "--set", "results.keep_weights=best"]
+    cmd = search_command(2, "run/configs/demo.yaml", out, "--set", "results.keep_weights=best")
     print("benchmark: " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
 

@@ -22,9 +22,7 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from harness import ROOT, search_command
 
 SETTINGS = ["--set", "prune.sparsities=[0.5, 0.8, 0.9, 0.95]", "--set", "rewind.points=[0, 1, 2]",
             "--set", "controls=[random_reinit]", "--set", "parallel.group_size=1"]
@@ -65,11 +63,10 @@ def plain_worker(path: str, names: list[str], threads: int) -> None:
 def search(n: int, threads: int, args) -> tuple[str, float]:
     """Run the grid on n ranks of `threads` threads; (results file, wall seconds)."""
     out = os.path.join(tempfile.mkdtemp(prefix="lth-grid-"), "grid.h5")
-    cmd = ["bash", os.path.join(ROOT, "run", "mpiexec.sh"), "-n", str(n), sys.executable,
-           "-m", "mpi4py", "-m", "lth_mpi", "run", os.path.join(ROOT, "run", "configs",
-                                                               "demo.yaml"),
-           "--output", out, *SETTINGS, "--set", f"train.epochs={args.epochs}",
-           "--set", f"parallel.assign={args.assign}", "--set", f"parallel.threads={threads}"]
+    cmd = search_command(n, "run/configs/demo.yaml", out, *SETTINGS,
+                         "--set", f"train.epochs={args.epochs}",
+                         "--set", f"parallel.assign={args.assign}",
+                         "--set", f"parallel.threads={threads}")
     print("benchmark: " + " ".join(cmd), flush=True)
     t0 = time.time()
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)

@@ -20,7 +20,7 @@ import argparse
 import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import harness  # noqa: F401  (TensorFlow quiet: imported for its side effect)
 
 import numpy as np  # noqa: E402
 

@@ -8,37 +8,26 @@ that the machine's noise hits them alike, and the median round is reported.
 
 Usage: python benchmarks/step_time.py [--model lenet_300_100] [--batch 128] [--rounds 15]
 """
-import argparse
-import os
-import statistics
-import time
+import harness
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras  # noqa: E402
+import keras  # noqa: E402  (after harness: TensorFlow quiet)
 import numpy as np  # noqa: E402
 
-from lth_mpi import config, data, pruning, training  # noqa: E402
+from lth_mpi import data, pruning, training  # noqa: E402
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = harness.parser(__doc__, rounds=15)
     p.add_argument("--model", default="lenet_300_100")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--steps", type=int, default=200, help="steps per timed round")
-    p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--sparsity", type=float, default=0.9)
     p.add_argument("--no-xla", action="store_true", help="lth-mpi steps without XLA")
     args = p.parse_args()
 
-    have_fmnist = os.path.isdir(data.FASHION_MNIST_DIR)
     n = args.steps * args.batch
-    cfg = config.load(raw={"model": {"name": args.model}, "prune": {"sparsities": [args.sparsity]},
-                           "dataset": {"name": "fashion_mnist" if have_fmnist else "synthetic",
-                                       "train_examples": n, "test_examples": 1000},
-                           "train": {"batch_size": args.batch, "optimizer": "adam",
-                                     "xla": not args.no_xla},
-                           "parallel": {"group_size": 1}})
+    cfg = harness.one_rank(args.model, args.batch, {"train_examples": n, "test_examples": 1000},
+                           optimizer="adam", xla=not args.no_xla)
     ds = data.load(cfg["dataset"])
     print(f"data: {cfg['dataset']['name']} ({n} examples), model {args.model}, batch "
           f"{args.batch}, Adam, {args.steps} steps per round, {args.rounds} rounds, "
@@ -65,15 +54,8 @@ def main():
     runs = {"keras fit": keras_fit,
             "lth-mpi masked": lambda: masked.train_epoch(1),
             "lth-mpi dense": lambda: dense.train_epoch(1)}
-    for fn in runs.values():       # warm-up: tracing and first-call costs
-        fn()
-    times = {k: [] for k in runs}
-    for _ in range(args.rounds):
-        for name, fn in runs.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - t) / args.steps * 1e3)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    times = harness.alternate(runs, args.rounds, scale=1e3 / args.steps)   # ms per step
+    med = harness.medians(times)
     for k, v in med.items():
         print(f"  {k:<15} {v:7.3f} ms/step   (rounds: {', '.join(f'{t:.3f}' for t in times[k])})")
     r1 = med["lth-mpi masked"] / med["keras fit"]

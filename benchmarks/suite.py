@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from harness import ROOT
 
 
 def checkout(commit: str, where: str) -> str:

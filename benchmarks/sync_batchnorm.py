@@ -15,7 +15,7 @@ import os
 import statistics
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import harness  # noqa: F401  (TensorFlow quiet: imported for its side effect)
 
 from mpi4py import MPI  # noqa: E402
 

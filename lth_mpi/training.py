@@ -139,9 +139,8 @@ def has_convolutions(model) -> bool:
 
 def use_xla(setting, model) -> bool:
     """train.xla: true/false as given; auto compiles with XLA on a GPU, and on a CPU only for
-    models without convolutions: XLA's CPU backend runs convolutions without oneDNN, measured
-    (benchmarks/xla_cpu.py, an epoch side by side) 2.1x slower for resnet20 and 6x for
-    mobilenet_v2, while LeNet-300-100 is as fast either way."""
+    models without convolutions: XLA's CPU backend runs convolutions without oneDNN, several
+    times slower (benchmarks/xla_cpu.py; the numbers are in docs/performance.md)."""
     if setting != "auto":
         return bool(setting)
     return bool(tf.config.list_logical_devices("GPU")) or not has_convolutions(model)
