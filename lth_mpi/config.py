@@ -372,7 +372,16 @@ class Settings:
         return list(range(len(self.seeds))) if self.replicated else [-1]
 
     def seed(self, replicate: int) -> int:
-        return self.seeds[max(replicate, 0)]
+        return self.seeds[self.index(replicate)]
+
+    @staticmethod
+    def index(replicate: int) -> int:
+        """Where a replicate's things are in per-replicate lists (one seed, -1: the first)."""
+        return max(replicate, 0)
+
+    def label(self, replicate: int) -> str:
+        """" (seed s)" after what belongs to one replicate of `seeds`; "" for one seed."""
+        return f" (seed {self.seed(replicate)})" if self.replicated else ""
 
     @property
     def last_iteration(self) -> int:

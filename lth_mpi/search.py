@@ -202,7 +202,7 @@ def dense_phase(setup: Setup, replicate: int, dense_data, group=None, stop=None)
         raise Diverged(f"train: the dense network diverged in epoch {history['diverged']} "
                        f"(non-finite loss or weights) at learning_rate "
                        f"{s.train['learning_rate']:g}; no masks were computed"
-                       + (f" (seed {seed})" if replicate >= 0 else ""))
+                       + s.label(replicate))
     weights = trainer.weights()
     packed, realized = s.mode.dense_masks(training.prunable_weights(model, prunable_idx,
                                                                     weights))
@@ -296,8 +296,7 @@ def record_dense(setup: Setup, out: Output, replicate: int, history, part, train
                                setup.shapes, setup.prunable_idx, *part, trained)
     except OSError as exc:    # e.g. a full disk: shared, every rank stops
         return f"output: cannot write the dense phase to {s.output} ({exc})"
-    seed = f" (seed {s.seed(replicate)})" if replicate >= 0 else ""
-    print(f"lth-mpi: dense phase{seed} done in {seconds:.1f}s, "
+    print(f"lth-mpi: dense phase{s.label(replicate)} done in {seconds:.1f}s, "
           f"test accuracy {history['test_accuracy'][-1]:.4f}", flush=True)
     return None
 
@@ -308,7 +307,7 @@ def cell_inputs(setup: Setup, cell, dense: Dense, mask) -> tuple[list, list | No
     """(start weights, masks or None) of a cell: its rewind checkpoint (a fresh init for
     random_reinit) and the mask its mode gives (`mask`: the chain's, or the followed
     ticket's, where the mode has chains); random_mask shuffles it within each layer."""
-    s, r, seed = setup.s, max(cell.replicate, 0), setup.s.seed(cell.replicate)
+    s, r, seed = setup.s, setup.s.index(cell.replicate), setup.s.seed(cell.replicate)
     if cell.control == "random_reinit":
         fresh, _ = training.build_for(s.cfg, setup.data,
                                       seeds.derive(seed, seeds.REINIT, cell.mask))
@@ -350,7 +349,7 @@ def chain_starts(setup: Setup, out: Output, cells, dense: Dense):
             if finished:
                 mask, diverged = out.writer.chain_start(finished[-1].name, plen)
             else:
-                mask, diverged = dense.masks[max(chain[0].replicate, 0)][0], False
+                mask, diverged = dense.masks[setup.s.index(chain[0].replicate)][0], False
             rows.append(mask)
             stopped.append(diverged)
         rows = np.stack(rows)
@@ -397,7 +396,7 @@ class Progress:
         sparsity = s.targets[cell.mask]
         try:
             self.out.writer.write_cell(cell, sparsity,
-                                       self.dense.realized[max(cell.replicate, 0)][cell.mask],
+                                       self.dense.realized[s.index(cell.replicate)][cell.mask],
                                        point, res)
         except OSError as exc:   # a full disk mid-grid: the others are training, so abort
             kept = self.done + len(self.out.done)

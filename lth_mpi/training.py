@@ -1,9 +1,9 @@
 """Masked training and evaluation in TensorFlow, with no MPI or Horovod in sight.
 
 A data-parallel group plugs in through a `Group` of collective functions that the parallel
-layer builds (lth_mpi.comm.reducers); a single rank passes none. One Trainer serves every cell of a rank: its
-compiled step is traced once, and a cell only loads new weights and a new mask into existing
-variables.
+layer builds (lth_mpi.comm.reducers); a single rank passes none. One Trainer serves every cell
+of a rank: its compiled step is traced once, and a cell only loads new weights and a new mask
+into existing variables. TensorFlow's threads and GPU are set up here too (configure).
 
 One model per cell, whatever the group size (docs/design.md): every rank of a group takes
 its slice of the same global batch, gradients are averaged, BatchNorm moving statistics are

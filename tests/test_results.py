@@ -141,3 +141,16 @@ def test_config_hash_ignores_key_order_and_speed_settings():
     assert results.config_hash(c) == results.config_hash(a)
     assert results.config_hash(config.load(raw=raw, overrides=["model.width=16"])) != \
         results.config_hash(a)
+
+
+def test_every_reader_refuses_a_later_format(tmp_path):
+    """A file of a format this version does not know is refused in one line by the one
+    reader that status, export and the analysis use, not misread."""
+    path = tmp_path / "v4.h5"
+    w, *_ = write(path)
+    w.close(complete=True)
+    with h5py.File(path, "a") as f:
+        f.attrs["format_version"] = results.VERSION + 1
+    for read in (results.read, results.read_cells, results.accuracy_table):
+        with pytest.raises(results.NotAResultsFile, match="format version 4; this lth-mpi reads"):
+            read(str(path))
