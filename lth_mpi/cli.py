@@ -1,6 +1,7 @@
 """Command line: `lth-mpi run CONFIG.yaml [--set k=v ...] [--output PATH] [--resume] [--dry-run]`
-`lth-mpi status RESULTS.h5` and `lth-mpi export RESULTS.h5 CELL --format tflite
-[--quantize float16|int8]` (no MPI needed).
+`lth-mpi status RESULTS.h5`, `lth-mpi export RESULTS.h5 CELL --format tflite
+[--quantize float16|int8]` and `lth-mpi export RESULTS.h5 --format tensorboard DIR` (no MPI
+needed).
 
 Usage: mpiexec -n <P> python -m mpi4py -m lth_mpi run CONFIG.yaml
        srun -n <P> python -m mpi4py -m lth_mpi run CONFIG.yaml
@@ -28,10 +29,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     s = sub.add_parser("status", help="how a search stands, from its results file (no MPI)")
     s.add_argument("results", help="results HDF5 file, running or finished")
-    e = sub.add_parser("export", help="a cell's trained model as a TensorFlow Lite file (no MPI)")
-    e.add_argument("results", help="results HDF5 file written with results.keep_weights")
-    e.add_argument("cell", help="cell name, e.g. m02_r0_none, or dense")
-    e.add_argument("--format", default="tflite", help="tflite (the only format)")
+    e = sub.add_parser("export", help="a cell's trained model as a TensorFlow Lite file, or "
+                                      "every cell's curves for TensorBoard (no MPI)")
+    e.add_argument("results", help="results HDF5 file (tflite: written with "
+                                   "results.keep_weights)")
+    e.add_argument("cell", help="tflite: the cell, e.g. m02_r0_none, or dense; tensorboard: "
+                                "the directory to write")
+    e.add_argument("--format", default="tflite", help="tflite | tensorboard")
     e.add_argument("--quantize", default="none", help="none | float16 | int8 (full integer)")
     e.add_argument("--output", help="file to write (default RESULTS-CELL[-QUANT].tflite)")
     return p

@@ -171,13 +171,25 @@ def describe(r: dict) -> str:
 
 
 def main(path: str, name: str, fmt: str, quantize: str, output: str | None) -> int:
+    """tflite: `name` is the cell; tensorboard: the directory every cell's curves go to."""
     import sys
-    if fmt != "tflite":
-        sys.stderr.write(f"lth-mpi: error: --format: {fmt!r} is not one of tflite\n")
+    from . import tensorboard_export
+    if fmt not in ("tflite", "tensorboard"):
+        sys.stderr.write(f"lth-mpi: error: --format: {fmt!r} is not one of tflite, "
+                         "tensorboard\n")
+        return 2
+    if fmt == "tensorboard" and (quantize != "none" or output):
+        sys.stderr.write("lth-mpi: error: --format tensorboard: --quantize and --output are "
+                         "tflite's; give the directory after the results file\n")
         return 2
     try:
-        print(describe(export(path, name, quantize, output)), flush=True)
-    except ExportError as exc:
+        if fmt == "tensorboard":
+            n = tensorboard_export.write(path, name)
+            print(f"{name}: {n} runs (dense and every finished cell) from {path}; "
+                  f"tensorboard --logdir {name}", flush=True)
+        else:
+            print(describe(export(path, name, quantize, output)), flush=True)
+    except (ExportError, tensorboard_export.NotExported) as exc:
         sys.stderr.write(f"lth-mpi: error: {exc}\n")
         return 2
     return 0

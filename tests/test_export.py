@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from lth_mpi import data, pruning, results
+from lth_mpi import data, pruning, results, tensorboard_export
 from mpi_helpers import ROOT, TINY, lth
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(data.FASHION_MNIST_DIR),
@@ -120,7 +120,7 @@ def test_export_refuses_what_it_cannot_do_in_one_line(kept, tmp_path):
             ([kept, without], f"{without} has no trained weights in the file (cells with weights:"),
             ([kept, "m09_r0_none"], "no cell 'm09_r0_none' in the file"),
             ([kept, "dense", "--quantize", "int4"], "--quantize: 'int4' is not one of"),
-            ([kept, "dense", "--format", "onnx"], "--format: 'onnx' is not one of tflite"),
+            ([kept, "dense", "--format", "onnx"], "--format: 'onnx' is not one of tflite, tensorboard"),
             ([str(tmp_path / "none.h5"), "dense"], "none.h5: no such file")):
         proc = export(*args)
         errors = [l for l in proc.stderr.splitlines() if l.startswith("lth-mpi: error:")]
@@ -184,3 +184,38 @@ def test_int8_export_of_a_search_on_little_data(tmp_path, capsys):
     tflite = float(line.split("test accuracy in TFLite ")[1].split("%")[0])
     own = float(line.split("the cell's own ")[1].split("%")[0])
     assert abs(tflite - own) <= 1.5, line
+
+
+def tensorboard_scalars(run_dir: str) -> dict:
+    """{tag: [(step, value)]} of a run's event files, read back with TensorFlow's event reader
+    (the TFRecord event format TensorBoard reads; TensorBoard itself is not installed)."""
+    import tensorflow as tf
+    out = {}
+    for name in sorted(os.listdir(run_dir)):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(run_dir, name)):
+            for v in event.summary.value:
+                if v.tag not in out:    # TensorBoard takes a tag's plugin from its first event
+                    assert v.metadata.plugin_data.plugin_name == "scalars", v.metadata
+                out.setdefault(v.tag, []).append((event.step, float(tf.make_ndarray(v.tensor))))
+    return out
+
+
+def test_tensorboard_export_writes_every_cells_curves(kept, tmp_path):
+    """Every finished cell and the dense net become a run whose scalars are the file's curves,
+    step by step, NaN where the file has NaN; a bad --format or a stray --quantize is one
+    line."""
+    got = results.read(kept)
+    out = tmp_path / "tb"
+    proc = export(kept, str(out), "--format", "tensorboard")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(out)) == sorted(["dense"] + [c["name"] for c in got.cells])
+    for name, curves in [("dense", got.dense_runs[0])] + [(c["name"], c) for c in got.cells]:
+        scalars = tensorboard_scalars(str(out / name))
+        assert sorted(scalars) == sorted(tensorboard_export.SCALARS)
+        for tag, points in scalars.items():
+            assert [s for s, _ in points] == [int(i) for i in curves["iteration"]]
+            np.testing.assert_array_equal(np.array([v for _, v in points], np.float32),
+                                          np.asarray(curves[tag], np.float32))
+    proc = export(kept, str(tmp_path / "tb2"), "--format", "tensorboard", "--quantize", "int8")
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("lth-mpi: error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "--quantize and --output" in errors[0]
