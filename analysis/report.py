@@ -274,6 +274,19 @@ def cells_section(res: Results) -> list:
     return [("h2", "Cells"), ("table", head, rows)]
 
 
+def _bill_line(res: Results, timings, wall: float) -> list:
+    """The dry run's estimate (`lth-mpi run --dry-run`) beside what the job took."""
+    bill = res.attrs.get("estimate")
+    if not isinstance(bill, dict):
+        return []
+    if timings.job != 0:
+        return [f"the bill before the run estimated {bill['wall']:.0f} s for the whole search; "
+                "this file was resumed, so no one job's time compares with it"]
+    return [f"the bill before the run (`--dry-run`, P = {bill['ranks']}): {bill['wall']:.0f} s "
+            f"estimated ({bill['setup']:.0f} set-up, {bill['dense']:.0f} dense, "
+            f"{bill['grid']:.0f} grid), {wall:.0f} s taken: {bill['wall'] / wall:.2f} of it"]
+
+
 def timeline_section(res: Results, timings, fig: str | None) -> tuple[list, dict]:
     out = [("h2", "Timeline")]
     if timings is None:
@@ -300,7 +313,7 @@ def timeline_section(res: Results, timings, fig: str | None) -> tuple[list, dict
                       f"{res.config['parallel'].get('assign', 'masks')}) {_pct(grid_util)}",
                       f"serial time {ser['total']:.1f} s = {_pct(ser['total'] / wall)} of the "
                       f"wall time: before the first cell {ser['head']:.1f} s ({parts}); after "
-                      f"the last cell {ser['tail']:.1f} s"])]
+                      f"the last cell {ser['tail']:.1f} s"] + _bill_line(res, timings, wall))]
     per = timeline.phase_seconds(t, ph)
     groups = {r["rank"]: r["group"] for r in res.attrs.get("ranks", [])
               if isinstance(r, dict)}

@@ -105,6 +105,34 @@ def provenance(layout, ranks: list[dict], stack: dict) -> dict:
             "ranks": ranks}
 
 
+def bill_path(output: str) -> str:
+    """Where a dry run leaves its bill for the run that follows (next to the output)."""
+    return output + ".bill.json"
+
+
+def save_bill(s: config_mod.Settings, bill) -> None:
+    """The dry run's estimate (cost.Estimate), for the run of this config to record."""
+    record = {"config_hash": config_hash(s.cfg), "ranks": bill.ranks,
+              "group_size": bill.group_size, "trainings": bill.trainings,
+              "wall": bill.wall, "setup": bill.setup, "dense": bill.dense, "grid": bill.grid,
+              "rank_hours": bill.rank_hours, "serial_fraction": bill.serial_fraction,
+              "efficiency": bill.efficiency(), "ranks_at_90": bill.ranks_at_90,
+              "measured": dataclasses.asdict(bill.measured), "made": time.time()}
+    with open(bill_path(s.output), "w") as fh:
+        json.dump(record, fh, indent=1)
+
+
+def saved_bill(s: config_mod.Settings, ranks: int) -> dict | None:
+    """The bill a dry run of this very search (config and P) left, or None."""
+    try:
+        with open(bill_path(s.output)) as fh:
+            bill = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    same = bill.get("config_hash") == config_hash(s.cfg) and bill.get("ranks") == ranks
+    return bill if same else None
+
+
 class Writer:
     """Appends to a results file; every write ends in a flush, so a killed run keeps it."""
 

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from . import config, data, models, plan, pruning, results, seeds, training
+from . import config, cost, data, models, plan, pruning, results, seeds, training
 from .comm import reducers, stack, world
 from .comm.channel import ResultChannel
 from .comm.queue import WorkQueue
@@ -97,7 +97,7 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
     t0, timeline = time.time(), Timeline()
     setup = set_up(cfg, resume, dry_run)
     if dry_run:
-        return show_plan(setup, resume)
+        return show_plan(setup, resume, t0)
     out = open_output(setup, resume)
     timeline.add("setup", t0)
     stopper = Stopper()   # from here on SIGTERM / SIGINT stop the job cleanly
@@ -144,16 +144,61 @@ def set_up(cfg: dict, resume: bool, dry_run: bool) -> Setup:
                  [tuple(w.shape) for w in model.weights], plan.grid(s))
 
 
-def show_plan(setup: Setup, resume: bool) -> int:
-    """--dry-run: the plan, with the cells a resumed file already holds marked."""
+def show_plan(setup: Setup, resume: bool, t0: float) -> int:
+    """--dry-run: the plan, with the cells a resumed file already holds marked, and the bill
+    from a few steps measured here, also left next to the output for the run to record."""
     s = setup.s
+    bill = cost.estimate(s, setup.grid, setup.layout.size, measure(setup, t0))
     if setup.layout.is_writer:
         done = set()
         if resume and os.path.exists(s.output):
             done = set(r["name"] for r in results.read_cells(s.output))
         print(plan.describe(s, setup.layout.size, list(s.targets), done, s.steps_per_epoch),
               flush=True)
+        print(cost.describe(bill), flush=True)
+        results.save_bill(s, bill)
     return 0
+
+
+MEASURED_STEPS = 10   # steps the bill times, after as many untimed (tracing, compiling)
+
+
+def measure(setup: Setup, t0: float) -> cost.Measured:
+    """The dense phase's trainer (rank 0 alone, or every rank when data-parallel) and then
+    the cells' (every group at once, as the grid runs) each take a few real steps and one
+    evaluation; their times, the slowest group's, on every rank."""
+    s, layout = setup.s, setup.layout
+    seconds = time.time() - t0
+    dense = (0.0, 0.0, 0.0)
+    if s.dense_parallel or layout.is_writer:
+        where = (layout.rank, layout.size) if s.dense_parallel else (0, 1)
+        dense_data = data.load(s.dataset, where)
+        model, _ = training.build_for(s.cfg, dense_data, s.seed(-1))
+        dense = timed(training.Trainer(model, dense_data, s.train, [],
+                                       reducers.mpi_reducers(layout.world)
+                                       if s.dense_parallel else None))
+    world.wait_quietly()
+    cells = timed(training.Trainer(setup.model, setup.data, s.train, setup.prunable_idx,
+                                   reducers.group_reducers(layout)))
+    rows = world.allgather((*dense, *cells))
+    return cost.Measured(seconds, rows[0][0], rows[0][1], max(r[3] for r in rows),
+                         max(r[4] for r in rows), MEASURED_STEPS, rows[0][2],
+                         max(r[5] for r in rows))
+
+
+def timed(trainer) -> tuple[float, float, float]:
+    """(seconds per step, seconds per evaluation of test and validation, what the first
+    steps and evaluation took beyond that: tracing, compiling) of a trainer."""
+    def run():
+        t = time.perf_counter()
+        trainer.train_epoch(seed, steps=MEASURED_STEPS)
+        t_steps = time.perf_counter() - t
+        trainer.evaluate()
+        trainer.evaluate(split="val")
+        return t_steps, time.perf_counter() - t - t_steps
+    seed = seeds.derive(0, seeds.DENSE)
+    first, (steps, evaluation) = run(), run()
+    return steps / MEASURED_STEPS, evaluation, max(0.0, sum(first) - steps - evaluation)
 
 
 # --- 2. the output: new, or resumed; everyone learns what is done ---------------------------
@@ -163,6 +208,9 @@ def open_output(setup: Setup, resume: bool) -> Output:
     prov = results.provenance(layout, world.allgather(results.rank_entry(layout)),
                               stack.describe())
     prov["batchnorm_examples"] = training.batchnorm_regime(s.cfg, setup.model, layout.size)
+    bill = results.saved_bill(s, layout.size) if layout.is_writer else None
+    if bill is not None:     # a dry run of this search, at this P, left its bill
+        prov["estimate"] = bill
     writer, error, state = None, None, None
     if layout.is_writer:
         try:

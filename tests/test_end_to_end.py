@@ -229,13 +229,16 @@ def test_output_paths_are_strings_and_an_unwritable_directory_is_refused(tmp_pat
 
 
 def test_dry_run_and_console_script(tmp_path):
+    out = tmp_path / "r.h5"
     proc = mpiexec(4, ["-m", "lth_mpi", "run", CONFIG, "--dry-run", "--set", "dataset.name=synthetic",
-                       "--set", "dataset.train_examples=400", "--set", "dataset.test_examples=100"])
+                       "--set", "dataset.train_examples=400", "--set", "dataset.test_examples=100",
+                       "--output", str(out)])
     assert proc.returncode == 0, proc.stderr
     assert "2 masks x 2 rewind points" in proc.stdout and "= 6 cells" in proc.stdout
     assert "2 groups take 6 tasks from a shared queue as they free up, longest first: " \
         "6 trainings" in proc.stdout
-    assert not os.path.exists(os.path.join(ROOT, "r.h5"))
+    assert "bill: 7 trainings; at P = 4 (2 groups of 2)" in proc.stdout
+    assert not out.exists() and (tmp_path / "r.h5.bill.json").exists()   # the bill, no results
 
 
 def test_synthetic_run_at_one_rank_with_iteration_rewinds(tmp_path):

@@ -161,14 +161,16 @@ def test_install_gpu_build_without_cuda_is_one_line(tmp_path):
 
 
 def test_the_gpu_requirement_resolves_with_the_nccl_horovod_builds_with(tmp_path):
-    """GPU nodes install tensorflow[and-cuda] of the version install.sh pins (the README's
-    LTH_TF_PACKAGE line); it must resolve on the registry and bring the nvidia-nccl wheel that
-    install.sh hands to Horovod's NCCL build. Resolved only (pip --dry-run): no GPU here."""
+    """GPU nodes install tensorflow[and-cuda] of the version install.sh pins (the
+    LTH_TF_PACKAGE line of docs/install.md); it must resolve on the registry and bring the
+    nvidia-nccl wheel that install.sh hands to Horovod's NCCL build. Resolved only (pip
+    --dry-run): no GPU here."""
     import re
     pin = re.search(r"LTH_TF_PACKAGE:-tensorflow-cpu==([\d.]+)",
                     open(os.path.join(ROOT, "run", "install.sh")).read()).group(1)
     spec = f"tensorflow[and-cuda]=={pin}"
-    assert f'LTH_TF_PACKAGE="{spec}" bash run/install.sh' in open(os.path.join(ROOT, "README.md")).read()
+    assert f'LTH_TF_PACKAGE="{spec}" bash run/install.sh' in \
+        open(os.path.join(ROOT, "docs", "install.md")).read()     # the cluster set-up
     report = tmp_path / "report.json"
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--quiet",
                            "--ignore-installed", "--report", str(report), spec],
