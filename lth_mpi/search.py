@@ -182,23 +182,25 @@ def measure(setup: Setup, t0: float) -> cost.Measured:
                                    reducers.group_reducers(layout)))
     rows = world.allgather((*dense, *cells))
     return cost.Measured(seconds, rows[0][0], rows[0][1], max(r[3] for r in rows),
-                         max(r[4] for r in rows), MEASURED_STEPS, rows[0][2],
-                         max(r[5] for r in rows))
+                         max(r[4] for r in rows), min(MEASURED_STEPS, s.steps_per_epoch),
+                         rows[0][2], max(r[5] for r in rows))
 
 
 def timed(trainer) -> tuple[float, float, float]:
     """(seconds per step, seconds per evaluation of test and validation, what the first
     steps and evaluation took beyond that: tracing, compiling) of a trainer."""
+    n = min(MEASURED_STEPS, trainer.steps_per_epoch)    # a small dataset has fewer
+
     def run():
         t = time.perf_counter()
-        trainer.train_epoch(seed, steps=MEASURED_STEPS)
+        trainer.train_epoch(seed, steps=n)
         t_steps = time.perf_counter() - t
         trainer.evaluate()
         trainer.evaluate(split="val")
         return t_steps, time.perf_counter() - t - t_steps
     seed = seeds.derive(0, seeds.DENSE)
     first, (steps, evaluation) = run(), run()
-    return steps / MEASURED_STEPS, evaluation, max(0.0, sum(first) - steps - evaluation)
+    return steps / n, evaluation, max(0.0, sum(first) - steps - evaluation)
 
 
 # --- 2. the output: new, or resumed; everyone learns what is done ---------------------------
