@@ -6,7 +6,9 @@ once, as the grid will run them) and this module turns them into the number of t
 the expected wall time at the given P and G, rank-hours, the serial fraction and Amdahl's
 efficiency. The model, in seconds:
 
-- a training of L iterations that evaluates E times takes L x step + E x evaluation;
+- a training of L iterations over E epochs takes L x step + E x (an epoch's evaluation and
+  other fixed cost); the step is timed as the difference of two step counts, so that the
+  fixed cost is not counted as steps;
 - the dense phase: train.epochs epochs of one rank (every rank, data-parallel); replicates'
   dense phases run side by side, ceil(R / P) after one another;
 - the grid: each pass's cells (a chain's levels one after another) on the P / G groups, in
@@ -28,7 +30,8 @@ class Measured:
     """What the dry run timed here (seconds)."""
     setup: float          # from the process's start to the end of set-up
     dense_step: float     # one step of the dense phase's trainer
-    dense_eval: float     # one evaluation (test and validation) by it
+    dense_eval: float     # what an epoch costs it besides steps: evaluating test and
+    #                       validation, the epoch's shuffle
     cell_step: float      # one step of a cell's trainer in a group of G (the slowest group)
     cell_eval: float
     steps: int            # steps timed after the warm-up
@@ -122,9 +125,9 @@ def describe(e: Estimate) -> str:
     return "\n".join([
         f"bill: measured here: a dense step {1e3 * m.dense_step:.1f} ms, a cell step in a "
         f"group of {e.group_size} {1e3 * m.cell_step:.1f} ms (the slowest group), an "
-        f"evaluation {m.dense_eval:.2f} s / {m.cell_eval:.2f} s ({m.steps} steps timed "
-        f"after a warm-up that took {m.dense_first:.1f} s / {m.cell_first:.1f} s more), "
-        f"set-up {m.setup:.1f} s",
+        f"epoch's evaluation and fixed cost {m.dense_eval:.2f} s / {m.cell_eval:.2f} s (up "
+        f"to {m.steps} steps timed after a warm-up that took {m.dense_first:.1f} s / "
+        f"{m.cell_first:.1f} s more), set-up {m.setup:.1f} s",
         f"bill: {e.trainings} trainings; at P = {e.ranks} ({e.groups} groups of "
         f"{e.group_size}) about {e.wall:.0f} s of wall time ({e.setup:.0f} s set-up, "
         f"{e.dense:.0f} s dense, {e.grid:.0f} s grid), {e.rank_hours:.2f} rank-hours",

@@ -160,7 +160,7 @@ def show_plan(setup: Setup, resume: bool, t0: float) -> int:
     return 0
 
 
-MEASURED_STEPS = 10   # steps the bill times, after as many untimed (tracing, compiling)
+TIMED_SECONDS = 5.0   # the bill times steps in doubling runs until one takes this long
 
 
 def measure(setup: Setup, t0: float) -> cost.Measured:
@@ -169,38 +169,56 @@ def measure(setup: Setup, t0: float) -> cost.Measured:
     evaluation; their times, the slowest group's, on every rank."""
     s, layout = setup.s, setup.layout
     seconds = time.time() - t0
-    dense = (0.0, 0.0, 0.0)
+    dense = (0.0, 0.0, 0.0, 0)
     if s.dense_parallel or layout.is_writer:
         where = (layout.rank, layout.size) if s.dense_parallel else (0, 1)
         dense_data = data.load(s.dataset, where)
         model, _ = training.build_for(s.cfg, dense_data, s.seed(-1))
-        dense = timed(training.Trainer(model, dense_data, s.train, [],
-                                       reducers.mpi_reducers(layout.world)
-                                       if s.dense_parallel else None))
+        group = reducers.mpi_reducers(layout.world) if s.dense_parallel else None
+        dense = timed(training.Trainer(model, dense_data, s.train, [], group), group)
     world.wait_quietly()
+    group = reducers.group_reducers(layout)
     cells = timed(training.Trainer(setup.model, setup.data, s.train, setup.prunable_idx,
-                                   reducers.group_reducers(layout)))
+                                   group), group)
     rows = world.allgather((*dense, *cells))
-    return cost.Measured(seconds, rows[0][0], rows[0][1], max(r[3] for r in rows),
-                         max(r[4] for r in rows), min(MEASURED_STEPS, s.steps_per_epoch),
-                         rows[0][2], max(r[5] for r in rows))
+    return cost.Measured(seconds, rows[0][0], rows[0][1], max(r[4] for r in rows),
+                         max(r[5] for r in rows), int(max(r[7] for r in rows)), rows[0][2],
+                         max(r[6] for r in rows))
 
 
-def timed(trainer) -> tuple[float, float, float]:
-    """(seconds per step, seconds per evaluation of test and validation, what the first
-    steps and evaluation took beyond that: tracing, compiling) of a trainer."""
-    n = min(MEASURED_STEPS, trainer.steps_per_epoch)    # a small dataset has fewer
+def timed(trainer, group=None) -> tuple[float, float, float, int]:
+    """(seconds per step; what an epoch costs besides its steps: evaluating test and
+    validation, its shuffle; what the first steps and evaluation took beyond that: tracing,
+    compiling; the most steps timed) of a trainer. The step is the slope between a short
+    run and runs of doubling length (whole compiled chunks of steps, so nothing is traced
+    while timed) until one takes TIMED_SECONDS; a group agrees on when to stop."""
+    spe, chunk = trainer.steps_per_epoch, training.CHECK_EVERY
+    short = chunk if spe >= chunk else spe
+    most = spe - spe % chunk if spe >= chunk else spe
 
-    def run():
+    def steps(n):
         t = time.perf_counter()
         trainer.train_epoch(seed, steps=n)
-        t_steps = time.perf_counter() - t
+        return time.perf_counter() - t
+
+    def epoch(n):
+        t_steps, t = steps(n), time.perf_counter()
         trainer.evaluate()
         trainer.evaluate(split="val")
-        return t_steps, time.perf_counter() - t - t_steps
+        return t_steps, time.perf_counter() - t
+
+    def enough(seconds):
+        long_enough = np.array([seconds >= TIMED_SECONDS], np.float64)
+        return bool((group.total(long_enough) if group else long_enough)[0] > 0)
     seed = seeds.derive(0, seeds.DENSE)
-    first, (steps, evaluation) = run(), run()
-    return steps / n, evaluation, max(0.0, sum(first) - steps - evaluation)
+    first, (t_short, evaluation) = epoch(short), epoch(short)
+    long, t_long = short, t_short
+    while long < most and not enough(t_long):
+        long = min(most, 2 * long)
+        t_long = steps(long)
+    step = (t_long - t_short) / (long - short) if long > short else t_short / short
+    fixed = max(0.0, t_short - short * step) + evaluation
+    return step, fixed, max(0.0, sum(first) - t_short - evaluation), long
 
 
 # --- 2. the output: new, or resumed; everyone learns what is done ---------------------------
