@@ -222,8 +222,8 @@ def step_times(model_name, data_name, args, layout, world, way) -> dict:
             "train": {"batch_size": args.batch, "optimizer": "sgd", "learning_rate": 0.01,
                       "xla": False}, "parallel": {"group_size": g}})
         d = data.load(cfg["dataset"], (layout.group_rank, g) if g > 1 else (0, 1))
-        model, idx = training.build_for(cfg, d, seed=0)
-        t = training.Trainer(model, d, cfg["train"], idx,
+        model, idx = training.build_for(config.resolve(cfg), d, seed=0)
+        t = training.Trainer(model, d, config.resolve(cfg).train, idx,
                              group_reducers(layout, way) if g > 1 else None)
         t.train_epoch(1)
         return t

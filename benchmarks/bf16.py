@@ -31,7 +31,7 @@ def main():
     p.add_argument("--xla", action="store_true", help="compile the steps with XLA")
     args = p.parse_args()
     harness.tf_threads(args.threads)
-    from lth_mpi import data, training
+    from lth_mpi import config, data, training
     name = harness.dataset_name()
 
     def trainer(precision):
@@ -40,14 +40,14 @@ def main():
                                optimizer="sgd", learning_rate=0.05, xla=args.xla,
                                mixed_precision=precision)
         ds = data.load(cfg["dataset"])
-        model, idx = training.build_for(cfg, ds, cfg["seed"])   # the same init in both
-        t = training.Trainer(model, ds, cfg["train"], idx)
+        model, idx = training.build_for(config.resolve(cfg), ds, cfg["seed"])   # the same init in both
+        t = training.Trainer(model, ds, config.resolve(cfg).train, idx)
         return t, [np.asarray(w, np.float32) for w in model.get_weights()], cfg
 
     def start(seed):
         """float32 initial weights from `seed`, loaded into both trainers."""
         cfg = runs[False][2]
-        model, _ = training.build_for(cfg, runs[False][0].data, seed)
+        model, _ = training.build_for(config.resolve(cfg), runs[False][0].data, seed)
         return [np.asarray(w, np.float32) for w in model.get_weights()]
 
     runs = {p: trainer(p) for p in (False, "bfloat16")}

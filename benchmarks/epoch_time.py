@@ -24,14 +24,14 @@ def main():
     args = p.parse_args()
     import keras
     harness.tf_threads(args.threads)
-    from lth_mpi import data, pruning, training
+    from lth_mpi import config, data, pruning, training
     cfg = harness.one_rank(args.model, args.batch, optimizer="adam",
                            xla={"true": True, "false": False}.get(args.xla, "auto"))
     ds = data.load(cfg["dataset"])
 
     def norm(x):
         return (x.astype(np.float32) / 255 - np.float32(ds.mean)) / np.float32(ds.std)
-    ref, _ = training.build_for(cfg, ds, seed=0)
+    ref, _ = training.build_for(config.resolve(cfg), ds, seed=0)
     ref.compile(optimizer=keras.optimizers.Adam(cfg["train"]["learning_rate"]),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy"])
@@ -44,12 +44,12 @@ def main():
         ref.evaluate(xs["test"], ys["test"], batch_size=1000, verbose=0)
         ref.evaluate(xs["val"], ys["val"], batch_size=1000, verbose=0)
 
-    model, idx = training.build_for(cfg, ds, seed=0)
-    masked = training.Trainer(model, ds, cfg["train"], idx)
+    model, idx = training.build_for(config.resolve(cfg), ds, seed=0)
+    masked = training.Trainer(model, ds, config.resolve(cfg).train, idx)
     kernels = training.prunable_weights(model, idx, masked.weights())
     masked.load(masked.weights(), list(pruning.magnitude_masks(kernels, args.sparsity).values()))
-    dense_model, _ = training.build_for(cfg, ds, seed=0)
-    dense = training.Trainer(dense_model, ds, cfg["train"], [])
+    dense_model, _ = training.build_for(config.resolve(cfg), ds, seed=0)
+    dense = training.Trainer(dense_model, ds, config.resolve(cfg).train, [])
     hook = (lambda step: None) if args.per_step else None     # forces one call per step
 
     runs = {"keras fit + evaluate": keras_epoch,

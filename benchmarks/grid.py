@@ -43,7 +43,7 @@ def plain_worker(path: str, names: list[str], threads: int) -> None:
                              f["masks"].attrs["sparsity_realized"][None])
     s = config_mod.resolve(cfg)
     dataset = data.load(s.dataset)
-    model, idx = training.build_for(cfg, dataset, s.setup_seed)
+    model, idx = training.build_for(s, dataset, s.setup_seed)
     s = s.bind(training.kernels_of(model, idx), models.layer_names(model),
                dataset.train_total // s.batch_size, dataset.train_total)
     setup = search.Setup(s, None, dataset, model, idx, [tuple(w.shape) for w in model.weights],

@@ -81,8 +81,8 @@ def step_rate(model_cfg, dataset_cfg, group, batch, steps) -> tuple[float, float
                                      "learning_rate": 0.01},
                            "parallel": {"group_size": group}})
     d = data.load(cfg["dataset"], (0, group))
-    model, idx_ = training.build_for(cfg, d, seed=0)
-    trainer = training.Trainer(model, d, cfg["train"], idx_)   # one rank's share of the work
+    model, idx_ = training.build_for(config.resolve(cfg), d, seed=0)
+    trainer = training.Trainer(model, d, config.resolve(cfg).train, idx_)   # one rank's share of the work
     trainer.train_epoch(1)                                   # tracing and compilation
     d.stats.wait_seconds, d.stats.batches = 0.0, 0
     t = time.perf_counter()

@@ -13,7 +13,7 @@ import harness
 import keras  # noqa: E402  (after harness: TensorFlow quiet)
 import numpy as np  # noqa: E402
 
-from lth_mpi import data, pruning, training  # noqa: E402
+from lth_mpi import config, data, pruning, training  # noqa: E402
 
 
 def main():
@@ -34,7 +34,7 @@ def main():
           f"XLA {'off' if args.no_xla else 'on'} for lth-mpi, Keras' default for fit")
 
     # plain Keras: the usual compile + fit on normalized float arrays
-    ref_model, _ = training.build_for(cfg, ds, seed=0)
+    ref_model, _ = training.build_for(config.resolve(cfg), ds, seed=0)
     ref_model.compile(optimizer=keras.optimizers.Adam(cfg["train"]["learning_rate"]),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x = ((ds.x_train.astype(np.float32) / 255 - np.float32(ds.mean)) / np.float32(ds.std))
@@ -44,12 +44,12 @@ def main():
         ref_model.fit(x, y, batch_size=args.batch, epochs=1, shuffle=True, verbose=0)
 
     # lth-mpi: masked (a ticket being retrained) and dense (the dense phase's step)
-    model, idx = training.build_for(cfg, ds, seed=0)
-    masked = training.Trainer(model, ds, cfg["train"], idx)
+    model, idx = training.build_for(config.resolve(cfg), ds, seed=0)
+    masked = training.Trainer(model, ds, config.resolve(cfg).train, idx)
     kernels = training.prunable_weights(model, idx, masked.weights())
     masked.load(masked.weights(), list(pruning.magnitude_masks(kernels, args.sparsity).values()))
-    dense_model, _ = training.build_for(cfg, ds, seed=0)
-    dense = training.Trainer(dense_model, ds, cfg["train"], prunable_idx=[])
+    dense_model, _ = training.build_for(config.resolve(cfg), ds, seed=0)
+    dense = training.Trainer(dense_model, ds, config.resolve(cfg).train, prunable_idx=[])
 
     runs = {"keras fit": keras_fit,
             "lth-mpi masked": lambda: masked.train_epoch(1),

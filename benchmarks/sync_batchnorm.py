@@ -49,8 +49,8 @@ def main():
             "train": {"batch_size": args.batch, "optimizer": "sgd", "learning_rate": 0.01,
                       "sync_batchnorm": sync, "xla": xla}, "parallel": {"group_size": g}})
         d = data.load(cfg["dataset"], (layout.group_rank, g) if g > 1 else (0, 1))
-        model, idx = training.build_for(cfg, d, seed=0)
-        t = training.Trainer(model, d, cfg["train"], idx, group if g > 1 else None)
+        model, idx = training.build_for(config.resolve(cfg), d, seed=0)
+        t = training.Trainer(model, d, config.resolve(cfg).train, idx, group if g > 1 else None)
         t.train_epoch(1)          # trace and compile
         return t
 

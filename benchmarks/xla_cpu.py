@@ -18,7 +18,7 @@ def main():
     p.add_argument("--batch", type=int, default=128)
     args = p.parse_args()
     harness.tf_threads(args.threads)
-    from lth_mpi import data, training
+    from lth_mpi import config, data, training
     print(f"one epoch of {args.train} {harness.dataset_name()} examples (+ 1000 test "
           f"evaluated), batch {args.batch}, SGD, {args.threads} thread(s), median of "
           f"{args.rounds}")
@@ -30,8 +30,8 @@ def main():
                                     "validation_examples": 0},
                                    optimizer="sgd", learning_rate=0.05, xla=xla)
             ds = data.load(cfg["dataset"])
-            model, idx = training.build_for(cfg, ds, 0)
-            trainers[xla] = training.Trainer(model, ds, cfg["train"], idx)
+            model, idx = training.build_for(config.resolve(cfg), ds, 0)
+            trainers[xla] = training.Trainer(model, ds, config.resolve(cfg).train, idx)
             t0 = time.perf_counter()
             trainers[xla].fit(1, seed=1)             # tracing and compiling
             first[xla] = time.perf_counter() - t0

@@ -338,6 +338,20 @@ def dump(cfg: dict) -> str:
 # --- the resolved settings: what the run reads -------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
+class Train:
+    """The trainer's settings (`train.*`)."""
+    epochs: int
+    batch_size: int
+    optimizer: str
+    learning_rate: float
+    momentum: float
+    weight_decay: float
+    xla: bool | str
+    mixed_precision: bool | str
+    sync_batchnorm: bool | str
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     """A validated config resolved into the values a search uses; everything downstream of
     the config reads this, never the dict. `bind` adds what needs the model and the data."""
@@ -350,8 +364,7 @@ class Settings:
     unit: str                  # epoch | iteration
     remaining: bool            # a ticket rewound to k trains the remaining T - k
     controls: tuple[str, ...]
-    epochs: int
-    batch_size: int
+    train: Train
     group_size: int
     assign: str
     dense_parallel: bool
@@ -361,10 +374,17 @@ class Settings:
     exclude: tuple[str, ...]
     dataset: dict              # the dataset reader's options (lth_mpi.data)
     model: tuple[str, dict]    # the model's name and builder options (lth_mpi.models)
-    train: dict                # the trainer's section (lth_mpi.training)
     setup_seed: int            # `seed`: builds the set-up model, whose weights every phase replaces
     steps_per_epoch: int | None = None     # bound: with the data
     targets: tuple[float, ...] | None = None   # bound: each mask index's sparsity
+
+    @property
+    def epochs(self) -> int:
+        return self.train.epochs
+
+    @property
+    def batch_size(self) -> int:
+        return self.train.batch_size
 
     @property
     def replicates(self) -> list[int]:
@@ -441,9 +461,9 @@ def resolve(cfg: dict) -> Settings:
         replicated=seeds is not None, output=cfg["output"],
         points=tuple(cfg["rewind"]["points"]), unit=cfg["rewind"]["unit"],
         remaining=cfg["rewind"]["retrain"] == "remaining", controls=tuple(cfg["controls"]),
-        epochs=t["epochs"], batch_size=t["batch_size"], group_size=par["group_size"],
+        train=Train(**t), group_size=par["group_size"],
         assign=par["assign"], dense_parallel=par["dense"] == "data_parallel",
         allreduce=par["allreduce"], threads=par["threads"],
         keep_weights=cfg["results"]["keep_weights"], exclude=tuple(cfg["prune"]["exclude"]),
-        dataset=cfg["dataset"], train=t, setup_seed=cfg["seed"],
+        dataset=cfg["dataset"], setup_seed=cfg["seed"],
         model=(cfg["model"]["name"], {k: v for k, v in cfg["model"].items() if k != "name"}))

@@ -134,7 +134,7 @@ def set_up(cfg: dict, resume: bool, dry_run: bool) -> Setup:
     try:
         reducers.choose(layout, s.allreduce, training.configure(layout, s.threads))
         group_data = data.load(s.dataset, (layout.group_rank, layout.group_size))
-        model, prunable_idx = training.build_for(cfg, group_data, s.setup_seed)
+        model, prunable_idx = training.build_for(s, group_data, s.setup_seed)
         s = s.bind(training.kernels_of(model, prunable_idx), models.layer_names(model),
                    group_data.train_total // s.batch_size, group_data.train_total)
     except ValueError as exc:
@@ -173,7 +173,7 @@ def measure(setup: Setup, t0: float) -> cost.Measured:
     if s.dense_parallel or layout.is_writer:
         where = (layout.rank, layout.size) if s.dense_parallel else (0, 1)
         dense_data = data.load(s.dataset, where)
-        model, _ = training.build_for(s.cfg, dense_data, s.seed(-1))
+        model, _ = training.build_for(s, dense_data, s.seed(-1))
         group = reducers.mpi_reducers(layout.world) if s.dense_parallel else None
         dense = timed(training.Trainer(model, dense_data, s.train, [], group), group)
     world.wait_quietly()
@@ -227,7 +227,7 @@ def open_output(setup: Setup, resume: bool) -> Output:
     s, layout = setup.s, setup.layout
     prov = results.provenance(layout, world.allgather(results.rank_entry(layout)),
                               stack.describe())
-    prov["batchnorm_examples"] = training.batchnorm_regime(s.cfg, setup.model, layout.size)
+    prov["batchnorm_examples"] = training.batchnorm_regime(s, setup.model, layout.size)
     bill = results.saved_bill(s, layout.size) if layout.is_writer else None
     if bill is not None:     # a dry run of this search, at this P, left its bill
         prov["estimate"] = bill
@@ -251,7 +251,7 @@ def dense_phase(setup: Setup, replicate: int, dense_data, group=None, stop=None)
     weights flat). On one rank by default; with parallel.dense: data_parallel every rank runs
     this with the world as its group, starting from rank 0's initial weights."""
     s, seed = setup.s, setup.s.seed(replicate)
-    model, prunable_idx = training.build_for(s.cfg, dense_data, seed)
+    model, prunable_idx = training.build_for(s, dense_data, seed)
     trainer = training.Trainer(model, dense_data, s.train, [], group, stop)   # no masks
     if group is not None:
         shapes = [w.shape for w in trainer.weights()]
@@ -269,7 +269,7 @@ def dense_phase(setup: Setup, replicate: int, dense_data, group=None, stop=None)
     if history["diverged"]:   # a NaN kernel would sort as the largest magnitude: no masks
         raise Diverged(f"train: the dense network diverged in epoch {history['diverged']} "
                        f"(non-finite loss or weights) at learning_rate "
-                       f"{s.train['learning_rate']:g}; no masks were computed"
+                       f"{s.train.learning_rate:g}; no masks were computed"
                        + s.label(replicate))
     weights = trainer.weights()
     packed, realized = s.mode.dense_masks(training.prunable_weights(model, prunable_idx,
@@ -377,7 +377,7 @@ def cell_inputs(setup: Setup, cell, dense: Dense, mask) -> tuple[list, list | No
     ticket's, where the mode has chains); random_mask shuffles it within each layer."""
     s, r, seed = setup.s, setup.s.index(cell.replicate), setup.s.seed(cell.replicate)
     if cell.control == "random_reinit":
-        fresh, _ = training.build_for(s.cfg, setup.data,
+        fresh, _ = training.build_for(s, setup.data,
                                       seeds.derive(seed, seeds.REINIT, cell.mask))
         start = [np.asarray(w) for w in fresh.get_weights()]
     else:

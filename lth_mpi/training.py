@@ -24,18 +24,18 @@ from .modes.base import Kernels
 from .keras_import import keras, tf
 
 
-def make_optimizer(train_cfg: dict) -> keras.optimizers.Optimizer:
-    if train_cfg["optimizer"] == "adam":
-        opt = keras.optimizers.Adam(train_cfg["learning_rate"],
-                                    weight_decay=train_cfg["weight_decay"] or None)
+def make_optimizer(train) -> keras.optimizers.Optimizer:
+    """The optimizer of the trainer's settings (config.Train)."""
+    if train.optimizer == "adam":
+        opt = keras.optimizers.Adam(train.learning_rate, weight_decay=train.weight_decay or None)
     else:
-        opt = keras.optimizers.SGD(train_cfg["learning_rate"], momentum=train_cfg["momentum"],
-                                   weight_decay=train_cfg["weight_decay"] or None)
+        opt = keras.optimizers.SGD(train.learning_rate, momentum=train.momentum,
+                                   weight_decay=train.weight_decay or None)
     # float16 gradients underflow without loss scaling; the wrapper also skips any step
     # whose (group-averaged, hence identical on every rank) gradients are not finite.
     # bfloat16 has float32's exponent range: no scaling needed
     return keras.optimizers.LossScaleOptimizer(opt) \
-        if train_cfg["mixed_precision"] == "float16" else opt
+        if train.mixed_precision == "float16" else opt
 
 
 def thread_budget(layout, threads: int | None) -> int:
@@ -163,16 +163,15 @@ def batchnorm_examples(setting, model, batch: int, size: int) -> int | None:
     return batch if sync_batchnorm(setting, model) or size == 1 else batch // size
 
 
-def batchnorm_regime(cfg: dict, model, world_size: int) -> dict:
+def batchnorm_regime(s, model, world_size: int) -> dict:
     """{"dense": n, "cells": n}: the examples each BatchNorm batch statistic covers in the
     dense phase (one rank, or every rank with parallel.dense: data_parallel) and in the
     cells (groups of G); None without BatchNorm. Recorded in the results file: the analysis
     refuses to compare a dense net and tickets trained under different regimes."""
-    t, p = cfg["train"], cfg["parallel"]
-    dense = world_size if p["dense"] == "data_parallel" else 1
-    return {"dense": batchnorm_examples(t["sync_batchnorm"], model, t["batch_size"], dense),
-            "cells": batchnorm_examples(t["sync_batchnorm"], model, t["batch_size"],
-                                        p["group_size"])}
+    t = s.train
+    dense = world_size if s.dense_parallel else 1
+    return {"dense": batchnorm_examples(t.sync_batchnorm, model, t.batch_size, dense),
+            "cells": batchnorm_examples(t.sync_batchnorm, model, t.batch_size, s.group_size)}
 
 
 class Trainer:
@@ -180,18 +179,19 @@ class Trainer:
     step. `stop()` (optional) says whether a stop was requested; it is asked every
     CHECK_EVERY steps, the group agrees on the answer, and train_epoch raises Interrupted."""
 
-    def __init__(self, model, data, train_cfg, prunable_idx, group=None,
+    def __init__(self, model, data, train, prunable_idx, group=None,
                  stop=None):
-        self.model, self.data, self.cfg, self.group = model, data, train_cfg, group
+        """`train`: the trainer's settings (config.Train, a Settings' `train`)."""
+        self.model, self.data, self.train, self.group = model, data, train, group
         self.stop = stop
         size = group.size if group else 1
         self.total = group.total if group else (lambda x: x)
-        self.local_batch = train_cfg["batch_size"] // size
-        self.steps_per_epoch = data.train_total // train_cfg["batch_size"]
+        self.local_batch = train.batch_size // size
+        self.steps_per_epoch = data.train_total // train.batch_size
         if self.steps_per_epoch < 1:
-            raise ValueError(f"train.batch_size: {train_cfg['batch_size']} is larger than the "
+            raise ValueError(f"train.batch_size: {train.batch_size} is larger than the "
                              f"{data.train_total} training examples")
-        self.optimizer = make_optimizer(train_cfg)
+        self.optimizer = make_optimizer(train)
         self.optimizer.build(model.trainable_weights)
         self.prunable_idx = list(prunable_idx)
         self.masked = [model.weights[i] for i in self.prunable_idx]
@@ -201,10 +201,10 @@ class Trainer:
         self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self.loss_sum = tf.Variable(0.0, trainable=False)
         self.statistics = batchnorm_statistics(model)
-        self.sync_bn = sync_batchnorm(train_cfg["sync_batchnorm"], model)
+        self.sync_bn = sync_batchnorm(train.sync_batchnorm, model)
         if self.sync_bn:
             synchronize_batchnorm(model, group.batch_sum if group else (lambda: tf.identity))
-        xla = use_xla(train_cfg["xla"], model)
+        xla = use_xla(train.xla, model)
         # autograph=False: a step has no tensor-dependent Python control flow, and converting
         # it (Horovod's code with it) cost seconds of every process's first step; only the
         # two in-graph loops below need autograph
@@ -332,7 +332,7 @@ class Trainer:
         """
         n = self.steps_per_epoch if steps is None else steps
         self.loss_sum.assign(0.0)
-        batches = self.data.train_batches(epoch_seed, n, self.cfg["batch_size"])
+        batches = self.data.train_batches(epoch_seed, n, self.train.batch_size)
         if on_step is None and self._train_steps is not None:
             # one rank, nothing to do between steps: CHECK_EVERY steps per compiled call
             chunk = []
@@ -461,14 +461,15 @@ def kernels_of(model, prunable_idx) -> Kernels:
                    tuple(models.layer_of(model, prunable_idx)))
 
 
-def build_for(cfg: dict, data, seed: int):
-    """The configured model for this dataset, and its prunable weight indices.
+def build_for(s, data, seed: int):
+    """The model of the settings `s` (config.Settings) for this dataset, and its prunable
+    weight indices.
 
     Mixed precision computes in float16 (GPUs) or bfloat16 (CPUs with AVX-512 BF16 or AMX,
     and TPUs) and keeps float32 variables (and float32 masks).
     """
-    precision = cfg["train"]["mixed_precision"]
+    precision = s.train.mixed_precision
     keras.mixed_precision.set_global_policy(f"mixed_{precision}" if precision else "float32")
-    options = {k: v for k, v in cfg["model"].items() if k != "name"}
-    model = models.build(cfg["model"]["name"], data.input_shape, data.num_classes, options, seed)
-    return model, models.prunable(model, cfg["prune"]["exclude"])
+    name, options = s.model
+    model = models.build(name, data.input_shape, data.num_classes, options, seed)
+    return model, models.prunable(model, list(s.exclude))

@@ -57,8 +57,8 @@ def test_a_trainer_carries_the_schedule_step_by_step():
                                      "end": 60, "frequency": 7, "initial": 0.2},
                            "parallel": {"group_size": 1}})
     ds = data.load(cfg["dataset"])
-    model, idx = training.build_for(cfg, ds, 0)
-    trainer = training.Trainer(model, ds, cfg["train"], idx)
+    model, idx = training.build_for(config.resolve(cfg), ds, 0)
+    trainer = training.Trainer(model, ds, config.resolve(cfg).train, idx)
     sizes = {str(i): int(np.prod(model.weights[i].shape)) for i in idx}
     schedule = Schedule(cfg["prune"], 0.8)
     pruner = modes.of(cfg).pruner(0.8, trainer, 0)

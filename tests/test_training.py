@@ -14,8 +14,8 @@ def setup(**train):
                            "train": {"batch_size": 32, "learning_rate": 0.01, **train},
                            "parallel": {"group_size": 1}})
     ds = data.load(cfg["dataset"])
-    model, idx = training.build_for(cfg, ds, seed=0)
-    trainer = training.Trainer(model, ds, cfg["train"], idx)
+    model, idx = training.build_for(config.resolve(cfg), ds, seed=0)
+    trainer = training.Trainer(model, ds, config.resolve(cfg).train, idx)
     start = trainer.weights()
     masks = list(pruning.magnitude_masks(training.prunable_weights(model, idx, start), 0.8).values())
     return cfg, trainer, idx, start, masks

@@ -56,8 +56,8 @@ class Reversed:
 def train(cfg, shard, group, check=None, reverse=False):
     d = data.load(cfg["dataset"], shard)
     d = Reversed(d) if reverse else d
-    model, idx = training.build_for(cfg, d, seed=3)
-    trainer = training.Trainer(model, d, cfg["train"], idx, group)
+    model, idx = training.build_for(config.resolve(cfg), d, seed=3)
+    trainer = training.Trainer(model, d, config.resolve(cfg).train, idx, group)
     start = [np.asarray(w) for w in model.get_weights()]
     masks = list(pruning.magnitude_masks(training.prunable_weights(model, idx, start), 0.5).values())
     trainer.load(start, masks)

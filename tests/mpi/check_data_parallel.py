@@ -24,10 +24,10 @@ cfg = config.load(raw={"model": {"name": "lenet_300_100"}, "prune": {"sparsities
 layout = split(group_size)
 reducers.choose(layout, way, training.configure(layout, None))
 shard = data.load(cfg["dataset"], (layout.group_rank, group_size))
-model, idx = training.build_for(cfg, shard, seed=layout.rank)   # deliberately different inits
+model, idx = training.build_for(config.resolve(cfg), shard, seed=layout.rank)   # deliberately different inits
 group = reducers.group_reducers(layout)
 assert layout.allreduce == way, layout.allreduce
-trainer = training.Trainer(model, shard, cfg["train"], idx, group)
+trainer = training.Trainer(model, shard, config.resolve(cfg).train, idx, group)
 
 start = [np.asarray(w) for w in model.get_weights()]
 flat = group.broadcast(np.concatenate([w.ravel() for w in start]).astype(np.float32))
