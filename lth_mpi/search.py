@@ -500,21 +500,17 @@ def train_grid(setup: Setup, out: Output, dense: Dense, stopper: Stopper,
     passes = plan.passes(setup.grid, s)
     chain_masks, ended = (chain_starts(setup, out, passes[0][0], dense) if s.mode.chained
                           else ({}, set()))
+    work = Work(setup, out, trainer, group, dense, progress, stopper, timeline)
     for n, (cells, chained) in enumerate(passes):
-        if n == 0:
-            mask_of = lambda c: chain_masks.get(c.chain)            # noqa: E731
-        else:    # cells that follow a ticket: the masks the first pass pruned
-            followed = ticket_masks(setup, out, cells)
-            mask_of = lambda c: followed.get(c.name)                # noqa: E731
-        work = Work(setup, out, trainer, group, dense, progress, stopper, timeline)
-        if work.run(cells, chained, mask_of, chain_masks, ended, last=n == len(passes) - 1):
+        followed = ticket_masks(setup, out, cells) if n else {}   # what the first pass pruned
+        if work.run(cells, chained, followed, chain_masks, ended, last=n == len(passes) - 1):
             return True
     return False
 
 
 class Work:
-    """One pass: this group's share of its cells (dealt statically or taken from a queue),
-    each result sent to the writer, then the gather."""
+    """This group's share of each pass (dealt statically or taken from a queue), each
+    result sent to the writer, then the pass's gather."""
 
     def __init__(self, setup, out, trainer, group, dense, progress, stopper, timeline):
         self.setup, self.out, self.trainer, self.group = setup, out, trainer, group
@@ -535,15 +531,17 @@ class Work:
                 yield from tasks[i]
         return taken(), work
 
-    def run(self, cells, chained, mask_of, chain_masks, ended, last) -> bool:
-        """Train this group's cells, gather: True if the job was stopped."""
+    def run(self, cells, chained, followed, chain_masks, ended, last) -> bool:
+        """Train this group's cells, gather: True if the job was stopped. A chained cell
+        trains its chain's current mask (`chain_masks`, which takes each chain's next mask
+        as its levels finish); a cell that follows a ticket, the ticket's (`followed`)."""
         s, layout, setup = self.setup.s, self.setup.layout, self.setup
         todo, work = self.todo(cells, chained)
         channel = ResultChannel(layout, self.progress.on_result if layout.is_writer else None)
         drain = (lambda epoch: channel.drain()) if layout.is_writer else None
         stopped = False
         for cell in todo:
-            mask = mask_of(cell)
+            mask = chain_masks.get(cell.chain) if chained else followed.get(cell.name)
             if cell.chain in ended or s.mode.chained and mask is None:   # a diverged level
                 continue                                   # ended its chain: nothing to prune
             t = time.time()
