@@ -107,8 +107,6 @@ class Results:
 def load(path: str) -> Results:
     """The file's contents (lth_mpi.results.read, the one reader), also while its job is
     writing it; AnalysisError saying in one line why a file cannot be read."""
-    if not os.path.exists(path):
-        raise AnalysisError(f"{path}: no such file")
     try:
         got = lth_results.read(path)
     except lth_results.NotAResultsFile as exc:

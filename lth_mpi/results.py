@@ -31,7 +31,7 @@ PHASES = ("setup", "dense", "wait", "broadcast", "cell", "drain", "gather")
 
 
 class NotAResultsFile(ValueError):
-    """The file is not an lth-mpi results file."""
+    """The file is not an lth-mpi results file (or not there); the message is one line."""
 
 
 # settings that change where things go or how fast, never the numbers beyond the order of
@@ -583,7 +583,10 @@ def contents(f: h5py.File, path: str) -> Contents:
 
 
 def read(path: str) -> Contents:
-    """The whole file (but weights), also while its job is writing it (while_running)."""
+    """The whole file (but weights), also while its job is writing it (while_running);
+    NotAResultsFile in one line for a file that is missing or is not one."""
+    if not os.path.exists(path):
+        raise NotAResultsFile(f"{path}: no such file")
     return while_running(lambda f: contents(f, path), path)
 
 

@@ -32,8 +32,6 @@ def runs(got: results.Contents) -> dict[str, dict]:
 def write(path: str, directory: str) -> int:
     """Write the runs under `directory`; how many were written. NotExported in one line."""
     from .keras_import import tf
-    if not os.path.exists(path):
-        raise NotExported(f"{path}: no such file")
     try:
         got = results.read(path)
     except results.NotAResultsFile as exc:
