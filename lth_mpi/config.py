@@ -101,72 +101,73 @@ def _momentum(v):
 
 
 CONTROLS = ("random_reinit", "random_mask")
-N, S, B, F, L, D = type(None), str, bool, float, list, dict
+NONE = type(None)      # a key that may be null
 
 # Every key, declared once. model and dataset take extra keys: keyword options of the model
 # builder or dataset reader, checked there. The README's config block is reference().
 KEYS = {
-    "name": Key((S,), "lth-search", "the search's name"),
+    "name": Key((str,), "lth-search", "the search's name"),
     "seed": Key((int,), 0, "keys the dense net, masks, controls and data orders", check=_seed),
-    "seeds": Key((L, N), None, "replicates, e.g. [0, 1, 2]: the whole search per seed",
+    "seeds": Key((list, NONE), None, "replicates, e.g. [0, 1, 2]: the whole search per seed",
                  check=_seeds),
-    "output": Key((S,), "results.h5", "the results file (docs/results.md), never overwritten"),
-    "model.name": Key((S,), REQUIRED, "lenet_300_100, resnet20, ...; more keys: options"),
-    "dataset.name": Key((S,), "fashion_mnist", "mnist, cifar10, ...; more keys: options"),
-    "dataset.path": Key((S, N), None, "where it is (default: Debian's Fashion-MNIST)"),
-    "dataset.train_examples": Key((int, N), None, "only the first n (all by default)",
+    "output": Key((str,), "results.h5", "the results file (docs/results.md), never overwritten"),
+    "model.name": Key((str,), REQUIRED, "lenet_300_100, resnet20, ...; more keys: options"),
+    "dataset.name": Key((str,), "fashion_mnist", "mnist, cifar10, ...; more keys: options"),
+    "dataset.path": Key((str, NONE), None, "where it is (default: Debian's Fashion-MNIST)"),
+    "dataset.train_examples": Key((int, NONE), None, "only the first n (all by default)",
                                   check=at_least(1)),
-    "dataset.test_examples": Key((int, N), None, "only the first n (all by default)",
+    "dataset.test_examples": Key((int, NONE), None, "only the first n (all by default)",
                                  check=at_least(1)),
-    "dataset.validation_examples": Key((int, N), None, "held out for selection (null: 5000 "
+    "dataset.validation_examples": Key((int, NONE), None, "held out for selection (null: 5000 "
                                                        "for image sets, else 0)",
                                        check=at_least(0)),
     "train.epochs": Key((int,), 2, "dense training T; every cell ends where it ends",
                         check=at_least(1)),
     "train.batch_size": Key((int,), 128, "global batch, split over a group's ranks",
                             check=at_least(1)),
-    "train.optimizer": Key((S,), "adam", "adam | sgd", choices=("adam", "sgd")),
-    "train.learning_rate": Key((F,), 1.2e-3, "", check=finite(at_least(0, strict=True))),
-    "train.momentum": Key((F,), 0.9, "sgd only", check=finite(_momentum)),
-    "train.weight_decay": Key((F,), 0.0, "decoupled, Keras-style", check=finite(at_least(0))),
-    "train.xla": Key((B, S), "auto", "auto: on a GPU, or a CPU model without convolutions",
+    "train.optimizer": Key((str,), "adam", "adam | sgd", choices=("adam", "sgd")),
+    "train.learning_rate": Key((float,), 1.2e-3, "", check=finite(at_least(0, strict=True))),
+    "train.momentum": Key((float,), 0.9, "sgd only", check=finite(_momentum)),
+    "train.weight_decay": Key((float,), 0.0, "decoupled, Keras-style", check=finite(at_least(0))),
+    "train.xla": Key((bool, str), "auto", "auto: on a GPU, or a CPU model without convolutions",
                      choices=("auto", True, False)),
-    "train.mixed_precision": Key((B, S), False, "float16 (GPUs) | bfloat16: float32 weights",
+    "train.mixed_precision": Key((bool, str), False, "float16 (GPUs) | bfloat16: float32 weights",
                                  choices=(False, "float16", "bfloat16")),
-    "train.sync_batchnorm": Key((B, S), "auto", "BatchNorm over the global batch (auto: if any)",
+    "train.sync_batchnorm": Key((bool, str), "auto",
+                                "BatchNorm over the global batch (auto: if any)",
                                 choices=("auto", True, False)),
-    "rewind.unit": Key((S,), "epoch", "epoch | iteration", choices=("epoch", "iteration")),
-    "rewind.points": Key((L,), [0], "where tickets rewind to; 0 is the initialization",
+    "rewind.unit": Key((str,), "epoch", "epoch | iteration", choices=("epoch", "iteration")),
+    "rewind.points": Key((list,), [0], "where tickets rewind to; 0 is the initialization",
                          check=_points),
-    "rewind.retrain": Key((S,), "remaining", "remaining: rewound to k, train T - k | full: T",
+    "rewind.retrain": Key((str,), "remaining", "remaining: rewound to k, train T - k | full: T",
                           choices=("remaining", "full")),
-    "prune.mode": Key((S,), "oneshot", "oneshot | iterative | gradual (lth_mpi/modes)",
+    "prune.mode": Key((str,), "oneshot", "oneshot | iterative | gradual (lth_mpi/modes)",
                       choices=tuple(modes.MODES)),
-    "prune.sparsities": Key((L, N), None, "oneshot, gradual (final): required, in (0, 1)"),
-    "prune.scope": Key((S,), "global", "global: one threshold | layerwise",
+    "prune.sparsities": Key((list, NONE), None, "oneshot, gradual (final): required, in (0, 1)"),
+    "prune.scope": Key((str,), "global", "global: one threshold | layerwise",
                        choices=("global", "layerwise")),
-    "prune.exclude": Key((L,), [], "layers never pruned", check=_names),
-    "prune.levels": Key((int, N), None, "required: the number of levels", mode="iterative"),
-    "prune.rate": Key((F, N), None, "of the remaining weights, per level (0.2)",
+    "prune.exclude": Key((list,), [], "layers never pruned", check=_names),
+    "prune.levels": Key((int, NONE), None, "required: the number of levels", mode="iterative"),
+    "prune.rate": Key((float, NONE), None, "of the remaining weights, per level (0.2)",
                       mode="iterative"),
-    "prune.layer_rates": Key((D,), {}, "layers' own rates, e.g. {out: 0.1}", mode="iterative"),
-    "prune.initial": Key((F, N), None, "sparsity at begin (0)", mode="gradual"),
-    "prune.begin": Key((int, N), None, "iteration pruning starts (0)", mode="gradual"),
-    "prune.end": Key((int, N), None, "required: iteration of the final sparsity",
+    "prune.layer_rates": Key((dict,), {}, "layers' own rates, e.g. {out: 0.1}", mode="iterative"),
+    "prune.initial": Key((float, NONE), None, "sparsity at begin (0)", mode="gradual"),
+    "prune.begin": Key((int, NONE), None, "iteration pruning starts (0)", mode="gradual"),
+    "prune.end": Key((int, NONE), None, "required: iteration of the final sparsity",
                      mode="gradual"),
-    "prune.frequency": Key((int, N), None, "iterations between steps (100)", mode="gradual"),
-    "controls": Key((L,), [], "random_reinit, random_mask", check=_controls),
-    "results.keep_weights": Key((S,), "none", "none | best ticket per sparsity | all cells",
+    "prune.frequency": Key((int, NONE), None, "iterations between steps (100)", mode="gradual"),
+    "controls": Key((list,), [], "random_reinit, random_mask", check=_controls),
+    "results.keep_weights": Key((str,), "none", "none | best ticket per sparsity | all cells",
                                 choices=("none", "best", "all")),
     "parallel.group_size": Key((int,), 4, "ranks per data-parallel group; divides P",
                                check=at_least(1)),
-    "parallel.assign": Key((S,), "dynamic", "dynamic: a shared queue | masks | cells",
+    "parallel.assign": Key((str,), "dynamic", "dynamic: a shared queue | masks | cells",
                            choices=("dynamic", "masks", "cells")),
-    "parallel.dense": Key((S,), "rank0", "rank0 | data_parallel: over all ranks",
+    "parallel.dense": Key((str,), "rank0", "rank0 | data_parallel: over all ranks",
                           choices=("rank0", "data_parallel")),
-    "parallel.allreduce": Key((S,), "auto", "auto: Horovod on GPUs, mpi4py on CPUs",
+    "parallel.allreduce": Key((str,), "auto", "auto: Horovod on GPUs, mpi4py on CPUs",
                               choices=("auto", "horovod", "mpi")),
-    "parallel.threads": Key((int, N), None, "intra-op threads (default: the node's share)",
+    "parallel.threads": Key((int, NONE), None, "intra-op threads (default: the node's share)",
                             check=at_least(1)),
 }
 OPEN_SECTIONS = ("model", "dataset")   # may hold builder keyword arguments
@@ -218,10 +219,10 @@ def _merge(given: dict) -> dict:
             where[leaf] = copy.deepcopy(key.default)
             continue
         value = src[leaf]
-        if F in key.types and isinstance(value, int) and not isinstance(value, bool):
+        if float in key.types and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if isinstance(value, bool) and B not in key.types or not isinstance(value, key.types):
-            names = "/".join("null" if t is N else t.__name__ for t in key.types)
+        if isinstance(value, bool) and bool not in key.types or not isinstance(value, key.types):
+            names = "/".join("null" if t is NONE else t.__name__ for t in key.types)
             raise ConfigError(f"{dotted}: expected {names}, got {value!r}")
         where[leaf] = value
     for section in OPEN_SECTIONS:
