@@ -245,9 +245,7 @@ def _check(cfg: dict, world_size: int | None) -> None:
         value = _get(cfg, dotted)
         if key.choices and value not in key.choices:
             names = ", ".join(_spelled(c) for c in key.choices)
-            raise ConfigError(f"{dotted}: {_spelled(value)!s} is not one of {names}"
-                              if isinstance(value, bool) else
-                              f"{dotted}: {value!r} is not one of {names}")
+            raise ConfigError(f"{dotted}: {value!r} is not one of {names}")
         problem = key.check(value) if key.check else None
         if problem:
             raise ConfigError(f"{dotted}: {problem}")
@@ -407,10 +405,6 @@ class Settings:
     @property
     def last_iteration(self) -> int:
         return self.epochs * self.steps_per_epoch
-
-    def iteration(self, point: int) -> int:
-        """A rewind point in iterations."""
-        return point * self.steps_per_epoch if self.unit == "epoch" else point
 
     def bind(self, kernels: modes.Kernels, layer_names: list[str], steps_per_epoch: int,
              train_total: int) -> "Settings":

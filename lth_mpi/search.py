@@ -371,17 +371,17 @@ def record_dense(setup: Setup, out: Output, replicate: int, history, part, train
 
 # --- 4. the grid: groups retrain their cells, data-parallel ----------------------------------
 
-def cell_inputs(setup: Setup, cell, dense: Dense, mask) -> tuple[list, list | None]:
-    """(start weights, masks or None) of a cell: its rewind checkpoint (a fresh init for
-    random_reinit) and the mask its mode gives (`mask`: the chain's, or the followed
+def cell_inputs(setup: Setup, cell, dense: Dense, mask) -> tuple[np.ndarray, list | None]:
+    """(start weights flat, masks or None) of a cell: its rewind checkpoint (a fresh init
+    for random_reinit) and the mask its mode gives (`mask`: the chain's, or the followed
     ticket's, where the mode has chains); random_mask shuffles it within each layer."""
     s, r, seed = setup.s, setup.s.index(cell.replicate), setup.s.seed(cell.replicate)
     if cell.control == "random_reinit":
         fresh, _ = training.build_for(s, setup.data,
                                       seeds.derive(seed, seeds.REINIT, cell.mask))
-        start = [np.asarray(w) for w in fresh.get_weights()]
+        start = training.flatten(fresh.get_weights())
     else:
-        start = training.unflatten(dense.checkpoints[r][cell.rewind], setup.shapes)
+        start = dense.checkpoints[r][cell.rewind]
     packed = s.mode.cell_mask(cell, dense.masks[r], mask)
     if packed is None:
         return start, None
@@ -392,10 +392,11 @@ def cell_inputs(setup: Setup, cell, dense: Dense, mask) -> tuple[list, list | No
 
 
 def train_cell(setup: Setup, cell, trainer, start, masks, on_epoch=None) -> dict:
-    """Train one cell from `start` under `masks`; its data order is keyed by the cell (its
-    place in its replicate), never by the rank: the same numbers whoever trains it."""
+    """Train one cell from `start` (flat) under `masks`; its data order is keyed by the
+    cell (its place in its replicate), never by the rank: the same numbers whoever trains
+    it."""
     s = setup.s
-    trainer.load(start, masks)
+    trainer.load(training.unflatten(start, setup.shapes), masks)
     first = plan.start_iteration(cell, s, trainer.steps_per_epoch)
     key = cell.id % setup.per_replicate
     return trainer.fit(s.epochs, seeds.derive(s.seed(cell.replicate), seeds.CELL, key),
@@ -548,8 +549,7 @@ class Work:
             start, masks = cell_inputs(setup, cell, self.dense, mask)
             # the group starts from the leader's exact bits, as Horovod's examples do
             if self.group is not None:
-                start = training.unflatten(self.group.broadcast(training.flatten(start)),
-                                           setup.shapes)
+                start = self.group.broadcast(start)
             try:
                 hist = train_cell(setup, cell, self.trainer, start, masks, drain)
             except training.Interrupted:   # this cell is dropped: --resume trains it again

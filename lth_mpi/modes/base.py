@@ -31,7 +31,6 @@ class Mode:
     chained = False                       # a rewind point's cells run in order on one group
     has_levels = False                    # mask index m is level m + 1 (tables show it)
     rewound_controls = ("random_mask",)   # controls with one cell per rewind point
-    controls = ("random_reinit", "random_mask")   # the controls it defines
 
     def __init__(self, prune: dict):
         self.prune = prune

@@ -51,7 +51,6 @@ class Schedule:
 
 class Gradual(Mode):
     name = "gradual"
-    controls = ("random_reinit",)
 
     @staticmethod
     def check(prune: dict, controls: list) -> None:
