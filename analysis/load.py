@@ -43,6 +43,8 @@ class Results:
     runs: list = dataclasses.field(default_factory=list)        # every finished cell, as
     #   written; with `seeds`, `cells` holds their means over the replicates instead
     dense_runs: list = dataclasses.field(default_factory=list)  # dense curves per replicate
+    ladder: list = dataclasses.field(default_factory=list)   # the dense net's stability pairs
+    choice: dict = dataclasses.field(default_factory=dict)   # rewind.points: auto's choice
 
     @property
     def name(self) -> str:
@@ -117,6 +119,6 @@ def load(path: str) -> Results:
         if dense_runs else None
     cells = tickets.replicate_means(runs) if cfg.get("seeds") else runs
     return Results(path, cfg, got.attrs, got.sparsities, got.realized,
-                   list(cfg["rewind"]["points"]), cfg["rewind"]["unit"], list(cfg["controls"]),
+                   got.points, cfg["rewind"]["unit"], list(cfg["controls"]),
                    dense, cells, plan.grid_for(cfg, len(got.sparsities)),
-                   [Timings(*t) for t in got.timings], runs, dense_runs)
+                   [Timings(*t) for t in got.timings], runs, dense_runs, got.ladder, got.choice)

@@ -16,7 +16,7 @@ from typing import Callable
 
 import yaml
 
-from . import modes
+from . import modes, stability
 
 
 class ConfigError(ValueError):
@@ -73,6 +73,10 @@ def _seeds(seeds):
 
 
 def _points(points):
+    if points == "auto":
+        return None
+    if isinstance(points, str):
+        return f"expected a list of points or auto, got {points!r}"
     if not points:
         return "needs at least one rewind point"
     if len(set(points)) != len(points):
@@ -95,12 +99,27 @@ def _names(names):
         return "expected a list of layer names"
 
 
+def _threshold(v):
+    if not 0 < v < 1:
+        return f"must be in (0, 1), got {v}"
+
+
 def _momentum(v):
     if not 0 <= v < 1:
         return f"must be in [0, 1), got {v}"
 
 
-CONTROLS = ("random_reinit", "random_mask")
+CONTROLS = ("random_reinit", "random_mask", "stability")
+
+
+def _ladder(fractions):
+    if not fractions:
+        return "needs at least one candidate"
+    for f in fractions:
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f < 1:
+            return f"{f!r} is not a fraction of training in [0, 1)"
+    if list(fractions) != sorted(set(fractions)):
+        return f"expected increasing fractions without duplicates, got {fractions}"
 NONE = type(None)      # a key that may be null
 
 # Every key, declared once. model and dataset take extra keys: keyword options of the model
@@ -137,8 +156,8 @@ KEYS = {
                                 "BatchNorm over the global batch (auto: if any)",
                                 choices=("auto", True, False)),
     "rewind.unit": Key((str,), "epoch", "epoch | iteration", choices=("epoch", "iteration")),
-    "rewind.points": Key((list,), [0], "where tickets rewind to; 0 is the initialization",
-                         check=_points),
+    "rewind.points": Key((list, str), [0], "where tickets rewind to (0: the init) | auto: "
+                         "by stability", check=_points),
     "rewind.retrain": Key((str,), "remaining", "remaining: rewound to k, train T - k | full: T",
                           choices=("remaining", "full")),
     "prune.mode": Key((str,), "oneshot", "oneshot | iterative | gradual (lth_mpi/modes)",
@@ -156,7 +175,19 @@ KEYS = {
     "prune.end": Key((int, NONE), None, "required: iteration of the final sparsity",
                      mode="gradual"),
     "prune.frequency": Key((int, NONE), None, "iterations between steps (100)", mode="gradual"),
-    "controls": Key((list,), [], "random_reinit, random_mask", check=_controls),
+    "controls": Key((list,), [], "random_reinit, random_mask, stability (a pair per ticket)",
+                    check=_controls),
+    "stability.path_points": Key((int,), 11, "points on a pair's linear path, ends included",
+                                 check=at_least(11)),
+    "stability.batchnorm_batches": Key((int,), 10, "training batches (at most an epoch's) "
+                                       "re-estimating BatchNorm at each point", check=at_least(1)),
+    "stability.data_order": Key((str,), "different", "the copies' data orders | same: a "
+                                "check (instability exactly 0)", choices=("different", "same")),
+    "stability.threshold": Key((float,), stability.THRESHOLD, "auto: stable below this "
+                               "instability (0.02: 2 points of error)",
+                               check=finite(_threshold)),
+    "stability.ladder": Key((list,), list(stability.LADDER), "auto: candidates, fractions of "
+                            "training", check=_ladder),
     "results.keep_weights": Key((str,), "none", "none | best ticket per sparsity | all cells",
                                 choices=("none", "best", "all")),
     "parallel.group_size": Key((int,), 4, "ranks per data-parallel group; divides P",
@@ -257,7 +288,9 @@ def _check(cfg: dict, world_size: int | None) -> None:
         modes.MODES[prune["mode"]].check(prune, cfg["controls"])
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    for p in cfg["rewind"]["points"]:
+    if cfg["rewind"]["points"] == "auto" and cfg["rewind"]["unit"] != "iteration":
+        raise ConfigError("rewind.points: auto chooses an iteration; set rewind.unit: iteration")
+    for p in [] if cfg["rewind"]["points"] == "auto" else cfg["rewind"]["points"]:
         if cfg["rewind"]["unit"] == "epoch" and p > t["epochs"]:
             raise ConfigError(f"rewind.points: epoch {p} is beyond the {t['epochs']} dense epochs")
         if (cfg["rewind"]["unit"] == "epoch" and p == t["epochs"]
@@ -351,6 +384,16 @@ class Train:
 
 
 @dataclasses.dataclass(frozen=True)
+class Stability:
+    """Stability pairs' settings (`stability.*`): lth_mpi.stability."""
+    path_points: int
+    batchnorm_batches: int
+    same_order: bool           # both copies see one data order (a check: instability 0)
+    threshold: float
+    ladder: tuple[float, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     """A validated config resolved into the values a search uses; everything downstream of
     the config reads this, never the dict. `bind` adds what needs the model and the data."""
@@ -359,7 +402,7 @@ class Settings:
     seeds: tuple[int, ...]     # one per replicate: (seed,) for a search with one seed
     replicated: bool           # `seeds: [...]` was given: cells carry their replicate index
     output: str
-    points: tuple[int, ...]    # rewind points, in `unit`s
+    points: tuple[int, ...]    # rewind points, in `unit`s (auto: the ladder's, once bound)
     unit: str                  # epoch | iteration
     remaining: bool            # a ticket rewound to k trains the remaining T - k
     controls: tuple[str, ...]
@@ -374,6 +417,8 @@ class Settings:
     dataset: dict              # the dataset reader's options (lth_mpi.data)
     model: tuple[str, dict]    # the model's name and builder options (lth_mpi.models)
     setup_seed: int            # `seed`: builds the set-up model, whose weights every phase replaces
+    stability: Stability
+    auto: bool                 # rewind.points: auto, the point chosen by the dense net's stability
     steps_per_epoch: int | None = None     # bound: with the data
     targets: tuple[float, ...] | None = None   # bound: each mask index's sparsity
 
@@ -431,7 +476,14 @@ class Settings:
                     raise ValueError(f"rewind.points: iteration {p} is the end of training, "
                                      "which leaves nothing to retrain under rewind.retrain: "
                                      "remaining")
+        if self.auto:
+            bound = dataclasses.replace(bound, points=tuple(
+                stability.ladder(self.stability.ladder, bound.last_iteration)))
         return dataclasses.replace(bound, targets=tuple(mode.targets()))
+
+    def rewound_to(self, point: int) -> "Settings":
+        """rewind.points: auto, once chosen: the grid's settings, as if `[point]` was given."""
+        return dataclasses.replace(self, points=(point,))
 
 
 def stored(cfg: dict) -> Settings:
@@ -450,15 +502,18 @@ def stored(cfg: dict) -> Settings:
 def resolve(cfg: dict) -> Settings:
     """The settings of a validated config (load's result, or a results file's)."""
     seeds = cfg.get("seeds")
-    par, t = cfg["parallel"], cfg["train"]
+    par, t, st = cfg["parallel"], cfg["train"], cfg["stability"]
+    auto = cfg["rewind"]["points"] == "auto"
     return Settings(
         cfg=cfg, mode=modes.of(cfg), seeds=tuple(seeds or [cfg["seed"]]),
         replicated=seeds is not None, output=cfg["output"],
-        points=tuple(cfg["rewind"]["points"]), unit=cfg["rewind"]["unit"],
+        points=() if auto else tuple(cfg["rewind"]["points"]), unit=cfg["rewind"]["unit"],
         remaining=cfg["rewind"]["retrain"] == "remaining", controls=tuple(cfg["controls"]),
         train=Train(**t), group_size=par["group_size"],
         assign=par["assign"], dense_parallel=par["dense"] == "data_parallel",
         allreduce=par["allreduce"], threads=par["threads"],
         keep_weights=cfg["results"]["keep_weights"], exclude=tuple(cfg["prune"]["exclude"]),
-        dataset=cfg["dataset"], setup_seed=cfg["seed"],
+        dataset=cfg["dataset"], setup_seed=cfg["seed"], auto=auto,
+        stability=Stability(st["path_points"], st["batchnorm_batches"],
+                            st["data_order"] == "same", st["threshold"], tuple(st["ladder"])),
         model=(cfg["model"]["name"], {k: v for k, v in cfg["model"].items() if k != "name"}))

@@ -13,6 +13,8 @@ efficiency. The model, in seconds:
   dense phases run side by side, ceil(R / P) after one another;
 - the grid: each pass's cells (a chain's levels one after another) on the P / G groups, in
   the order the queue hands them out (longest first) or as dealt statically;
+- stability pairs: two trainings, then their path's points (rewind.points: auto runs the
+  dense net's pairs as a pass before the grid);
 - the serial part: set-up as measured, plus the dense phase(s);
 - each trainer's first steps and evaluation cost once what tracing and compiling take.
 """
@@ -76,10 +78,16 @@ class Estimate:
 
 
 def cell_seconds(cell, s, steps_per_epoch: int, m: Measured) -> float:
-    """A cell: its iterations, and an evaluation at the end of every epoch it trains in."""
+    """A cell: its iterations, and an evaluation at the end of every epoch it trains in. A
+    stability pair trains twice, then evaluates its path's points, each after BatchNorm's
+    re-estimation (counted as that many steps: a forward pass is cheaper, an upper bound)."""
     first = plan.start_iteration(cell, s, steps_per_epoch)
-    return (plan.length(cell, s, steps_per_epoch) * m.cell_step
-            + (s.epochs - first // steps_per_epoch) * m.cell_eval)
+    seconds = (plan.length(cell, s, steps_per_epoch) * m.cell_step
+               + (1 + cell.pair) * (s.epochs - first // steps_per_epoch) * m.cell_eval)
+    if cell.pair:
+        st = s.stability
+        seconds += st.path_points * (m.cell_eval + st.batchnorm_batches * m.cell_step)
+    return seconds
 
 
 def makespan(tasks: list[float], groups: int) -> float:
@@ -106,16 +114,25 @@ def grid_seconds(grid, s, steps_per_epoch: int, m: Measured, groups: int) -> flo
 
 
 def estimate(s, grid, ranks: int, m: Measured) -> Estimate:
-    """The bill of a search with settings `s` (bound) and `grid` on `ranks` ranks."""
+    """The bill of a search with settings `s` (bound) and `grid` on `ranks` ranks; under
+    rewind.points: auto, the dense net's stability pairs first (plan.ladder), and the grid
+    at the earliest candidate (the longest it can be)."""
     spe, groups = s.steps_per_epoch, ranks // s.group_size
     one = s.epochs * (spe * m.dense_step + m.dense_eval)
     side_by_side = 1 if s.dense_parallel else min(len(s.replicates), ranks)
     dense = one * math.ceil(len(s.replicates) / side_by_side) + m.dense_first
     serial = m.setup + dense
-    alone = grid_seconds(grid, s, spe, m, 1)
-    return Estimate(ranks, s.group_size, len(s.replicates) + len(grid), m.setup, dense,
-                    m.cell_first + grid_seconds(grid, s, spe, m, groups),
-                    serial / (serial + m.cell_first + alone), m)
+    ladder = plan.ladder(s, len(grid)) if s.auto else []
+
+    def seconds(n):
+        return grid_seconds(grid, s, spe, m, n) + (
+            makespan([cell_seconds(t[0], s, spe, m)       # longest first, as the queue
+                      for t in plan.queue(ladder, s, spe, chained=False)], n) if ladder
+            else 0.0)
+    alone = seconds(1)
+    trainings = len(s.replicates) + sum(1 + c.pair for c in grid + ladder)
+    return Estimate(ranks, s.group_size, trainings, m.setup, dense,
+                    m.cell_first + seconds(groups), serial / (serial + m.cell_first + alone), m)
 
 
 def describe(e: Estimate) -> str:

@@ -12,9 +12,10 @@ from . import modes
 @dataclasses.dataclass(frozen=True)
 class Cell:
     id: int            # position in the full grid, stable across runs of the same config
-    mask: int          # index into the sparsities (iterative pruning: level mask + 1)
+    mask: int          # index into the sparsities (iterative pruning: level mask + 1); -1:
+    #                    the dense net (rewind.points: auto's stability pairs)
     rewind: int        # index into rewind.points; -1 for random_reinit (no rewind)
-    control: str       # "none" (the ticket), "random_reinit" or "random_mask"
+    control: str       # "none" (the ticket), "random_reinit", "random_mask" or "stability"
     replicate: int = -1   # index into `seeds` (replicates), -1 for a search with one seed
 
     @property
@@ -28,7 +29,18 @@ class Cell:
         `seeds` adds _s{k} (m03_r1_none_s2)."""
         r = f"r{self.rewind}" if self.rewind >= 0 else "init"
         tail = f"_s{self.replicate}" if self.replicate >= 0 else ""
-        return f"m{self.mask:02d}_{r}_{self.control}{tail}"
+        m = f"m{self.mask:02d}" if self.mask >= 0 else "dense"
+        return f"{m}_{r}_{self.control}{tail}"
+
+    @property
+    def pair(self) -> bool:
+        """A stability pair: two trainings, then their linear path (lth_mpi.stability)."""
+        return self.control == "stability"
+
+    @property
+    def dense(self) -> bool:
+        """A pair of the dense net (rewind.points: auto), stored under /stability."""
+        return self.mask < 0
 
 
 def passes(grid: list[Cell], s) -> list[tuple[list[Cell], bool]]:
@@ -68,8 +80,16 @@ def grid_for(cfg: dict, n_masks: int) -> list[Cell]:
     """The grid a validated config describes, given its number of masks (or levels); also
     what readers of a results file rebuild from the config it stores."""
     seeds = cfg.get("seeds")
-    return cells(n_masks, len(cfg["rewind"]["points"]), cfg["controls"],
+    points = cfg["rewind"]["points"]
+    return cells(n_masks, 1 if points == "auto" else len(points), cfg["controls"],
                  None if seeds is None else len(seeds), modes.of(cfg).rewound_controls)
+
+
+def ladder(s, first_id: int) -> list[Cell]:
+    """rewind.points: auto: a stability pair of the dense net at each candidate point (the
+    bound settings' points), per replicate; ids follow the grid's (`first_id`)."""
+    out = [(r, k) for k in s.replicates for r in range(len(s.points))]
+    return [Cell(first_id + i, -1, r, "stability", k) for i, (r, k) in enumerate(out)]
 
 
 def chains(grid: list[Cell]) -> list[list[Cell]]:
@@ -92,6 +112,8 @@ def assign(grid: list[Cell], n_groups: int, by: str = "masks") -> list[list[Cell
     if by == "chains":
         return [[c for chain in chains(grid)[g::n_groups] for c in chain]
                 for g in range(n_groups)]
+    if by == "masks" and grid and grid[0].dense:   # the dense net's pairs: one "mask"
+        by = "cells"
     if by == "masks":
         return [[c for c in grid if c.mask % n_groups == g] for g in range(n_groups)]
     if by == "cells":
@@ -117,8 +139,10 @@ def assignment(s, chained: bool | None = None) -> str:
 
 
 def length(cell: Cell, s, steps_per_epoch: int) -> int:
-    """Iterations a cell trains (a late rewind under `remaining` trains fewer)."""
-    return s.epochs * steps_per_epoch - start_iteration(cell, s, steps_per_epoch)
+    """Iterations a cell trains (a late rewind under `remaining` trains fewer; a stability
+    pair trains twice)."""
+    return (1 + cell.pair) * (s.epochs * steps_per_epoch - start_iteration(cell, s,
+                                                                           steps_per_epoch))
 
 
 def queue(grid: list[Cell], s, steps_per_epoch: int,
@@ -142,7 +166,9 @@ def describe(s, world_size: int, sparsities: list[float],
     g, n_groups, dynamic = s.group_size, world_size // s.group_size, s.assign == "dynamic"
     what = s.mode.describe(len(sp), len(chains(passes(cells_, s)[0][0])), list(s.controls))
     seeds = list(s.seeds) if s.replicated else None
-    lines = [f"plan: {what} x {len(pts)} rewind points ({unit}s {list(pts)})"
+    rewinds = (f"1 rewind point (auto: the earliest stable of {unit}s {list(pts)})"
+               if s.auto else f"{len(pts)} rewind points ({unit}s {list(pts)})")
+    lines = [f"plan: {what} x {rewinds}"
              f" + controls {list(s.controls) or 'none'}"
              + (f", x {len(seeds)} replicates (seeds {seeds})" if seeds else "")
              + f" = {len(cells_)} cells",
@@ -159,13 +185,28 @@ def describe(s, world_size: int, sparsities: list[float],
     def cell_line(c):
         r = (f"fresh init, mask of the {unit} {pts[c.rewind]} ticket"
              if c.control == "random_reinit" and c.rewind >= 0 else
-             "fresh init" if c.rewind < 0 else f"rewind {unit} {pts[c.rewind]}")
+             "fresh init" if c.rewind < 0 else
+             f"rewind {unit} (auto's choice)" if s.auto and not c.dense else
+             f"rewind {unit} {pts[c.rewind]}")
+        if c.pair:
+            r += f", two trainings and a path of {s.stability.path_points} points"
         if unit == "epoch":   # counted in epochs: one step per epoch
             r += f", trains epochs {start_iteration(c, s, 1) + 1}-{s.epochs}"
         mark = " [done]" if c.name in done else ""
+        if c.dense:
+            return f"  {c.name}: the dense net, {r}{mark}"
         level = f"level {s.mode.level(c)}, " if s.mode.level(c) else ""
         return f"  {c.name}: {level}sparsity {sp[c.mask]:.4g}, {r}, control {c.control}{mark}"
 
+    if s.auto:
+        pairs = ladder(s, len(cells_))
+        lines.append(f"first, rewind.points: auto: {len(pairs)} stability pairs of the dense "
+                     f"net, over the groups like cells; the earliest {unit} whose instability "
+                     f"is below {s.stability.threshold:g} (in every seed) is the grid's rewind "
+                     "point")
+        lines += [cell_line(c) for t in queue(pairs, s, steps_per_epoch, done, False)
+                  for c in t]
+        lines.append("then the grid:")
     for n, (cells_n, chained) in enumerate(passes(cells_, s)):
         if n:
             lines.append("then, once the first pass has pruned their masks:")

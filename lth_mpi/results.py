@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from . import config as config_mod
-from . import faults, modes, pruning
+from . import faults, modes, pruning, stability
 from .comm.wire import CURVES, CellResult
 
 FORMAT = "lth-mpi results"
@@ -199,8 +199,10 @@ class Writer:
 
     def _remove_incomplete(self):
         """What a stop in the middle of a write left behind, removed so that it is redone."""
-        for name in [n for n, g in self.f["cells"].items() if not cell_complete(self.f, g)]:
-            del self.f["cells"][name]
+        for where in ("cells", "stability"):
+            held = self.f.get(where, {})
+            for name in [n for n, g in held.items() if not cell_complete(self.f, g)]:
+                del held[name]
         if not dense_complete(self.f):
             for k in range(-1, len(self.seeds or ())):
                 where = replicate_group(self.f, k)
@@ -214,7 +216,8 @@ class Writer:
         self.f.flush()
 
     def done_cells(self) -> set[str]:
-        return set(self.f["cells"])
+        """The cells written, and the dense net's stability pairs (rewind.points: auto)."""
+        return set(self.f["cells"]) | set(self.f.get("stability", ()))
 
     def has_dense(self, replicate: int = -1) -> bool:
         return dense_complete(self.f) or replicate_done(self.f, replicate)
@@ -268,9 +271,11 @@ class Writer:
         `complete`, written last, makes the cell count (resume redoes one without)."""
         history, diverged = result.history, int(result.history.get("diverged", 0))
         t_start, t_end, group = result.t_start, result.t_end, result.group
-        g = self.f["cells"].create_group(cell.name)
+        g = self.f.require_group("stability" if cell.dense else "cells").create_group(cell.name)
         for k in CURVES:
             g.create_dataset(k, data=history[k])
+        if cell.pair:
+            g.attrs.update(self._pair(g, result.pair))
         for k in ("mask", "mask_next"):
             if getattr(result, k).size:
                 g.create_dataset(k, data=getattr(result, k), compression="gzip")
@@ -308,6 +313,32 @@ class Writer:
             faults.hit("cell-replace")
             del self.f["cells"][replaces]["weights"]
             self.f.flush()
+
+    def _pair(self, g, pair: np.ndarray) -> dict:
+        """A stability pair's path (a dataset) and attributes; a diverged pair has no path
+        and NaN numbers."""
+        ends = pair[:4] if pair.size else np.full(4, np.nan)
+        path = pair[4:].reshape(-1, len(stability.PATH_COLUMNS))
+        d = g.create_dataset("path", data=path)
+        d.attrs["columns"] = json.dumps(stability.PATH_COLUMNS)
+        return {"instability": stability.instability(path[:, 1]),
+                "instability_val": stability.instability(path[:, 3]),
+                "copy_b_final_test_accuracy": float(ends[2]),
+                "copy_b_final_val_accuracy": float(ends[3]),
+                "data_order": "same" if self.s.stability.same_order else "different",
+                "batchnorm_batches": min(self.s.stability.batchnorm_batches,
+                                         self.s.steps_per_epoch)}
+
+    def write_choice(self, choice: dict):
+        """rewind.points: auto: the point chosen and the evidence, on /stability."""
+        g = self.f.require_group("stability")
+        for key, value in choice.items():
+            g.attrs[key] = json.dumps(value) if isinstance(value, (list, dict)) else value
+        self.f.flush()
+
+    def ladder(self) -> list[dict]:
+        """The dense net's stability pairs written so far (rewind.points: auto)."""
+        return ladder_in(self.f)
 
     def _keeps(self, cell, result: CellResult) -> str | None:
         """Whether this cell's weights are stored: None if not, else the name of the cell
@@ -518,16 +549,29 @@ def read_cells(path: str) -> list[dict]:
     return while_running(cells_in, path)
 
 
-def cells_in(f: h5py.File) -> list[dict]:
-    """read_cells on an open file."""
+def cells_in(f: h5py.File, where: str = "cells") -> list[dict]:
+    """read_cells on an open file (`where`: stability, the dense net's pairs)."""
     out = []
-    for name, g in f["cells"].items() if "cells" in f else ():
+    for name, g in f[where].items() if where in f else ():
         if not cell_complete(f, g):
             continue          # a write cut short: not a result (resume redoes it)
         row = {"name": name, **{k: attr_value(v) for k, v in g.attrs.items()}}
         row.update(read_curves(g))
+        if "path" in g:
+            row["path"] = g["path"][()]
         out.append(upgrade_cell(row))
     return sorted(out, key=lambda r: r["id"])
+
+
+def ladder_in(f: h5py.File) -> list[dict]:
+    """The dense net's finished stability pairs (rewind.points: auto), like cells_in."""
+    return cells_in(f, "stability")
+
+
+def choice_in(f: h5py.File) -> dict:
+    """rewind.points: auto's choice and its evidence ({} before it is made)."""
+    g = f.get("stability")
+    return {k: attr_value(v) for k, v in g.attrs.items()} if g is not None else {}
 
 
 def attr_value(v):
@@ -555,10 +599,26 @@ class Contents:
     dense_runs: list             # the /dense curves of each finished dense phase
     cells: list                  # finished cells: attributes plus curves, by id
     timings: list                # (job, rows, phases, t0) of each job that finished
+    ladder: list = dataclasses.field(default_factory=list)   # the dense net's pairs (auto)
+    choice: dict = dataclasses.field(default_factory=dict)   # auto's choice and evidence
 
     @property
     def status(self) -> str:
         return str(self.attrs.get("status", "unknown"))
+
+    @property
+    def points(self) -> list:
+        """The grid's rewind points: as configured, or the one rewind.points: auto chose
+        (none yet before the choice)."""
+        return rewind_points(self.config, self.choice)
+
+
+def rewind_points(cfg: dict, choice: dict) -> list:
+    """The rewind points a file's cells index: its config's, or auto's choice."""
+    points = cfg["rewind"]["points"]
+    if points != "auto":
+        return list(points)
+    return [choice["chosen_point"]] if "chosen_point" in choice else []
 
 
 def contents(f: h5py.File, path: str) -> Contents:
@@ -579,7 +639,7 @@ def contents(f: h5py.File, path: str) -> Contents:
     return Contents(path, cfg, attrs, sparsities(f, cfg),
                     where[0]["masks"].attrs["sparsity_realized"][()] if done else None, done,
                     [read_curves(w["dense"]) for w in where] if done else [], cells_in(f),
-                    timings)
+                    timings, ladder_in(f), choice_in(f))
 
 
 def read(path: str) -> Contents:
@@ -625,10 +685,10 @@ def accuracy_table(path: str) -> str:
     """Final test accuracy by sparsity (rows) and rewind point (columns), as text."""
     def read(f):
         cfg = config_mod.yaml.safe_load(f.attrs["config"])
-        return cfg, dense_accuracies(f), cells_in(f), sparsities(f, cfg)
-    cfg, dense, cells, levels = while_running(read, path)
+        return cfg, dense_accuracies(f), cells_in(f), sparsities(f, cfg), choice_in(f)
+    cfg, dense, cells, levels, choice = while_running(read, path)
     dense = np.array(dense or [np.nan])
-    points, unit = cfg["rewind"]["points"], cfg["rewind"]["unit"]
+    points, unit = rewind_points(cfg, choice), cfg["rewind"]["unit"]
     # one column per (kind, rewind): tickets and rewound controls by point, reinit once
     columns = [("none", r, f"{unit} {p}") for r, p in enumerate(points)]
     for ctl in cfg["controls"]:

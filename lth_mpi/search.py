@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from . import config, cost, data, models, plan, pruning, results, seeds, training
+from . import config, cost, data, models, plan, pruning, results, seeds, stability, training
 from .comm import reducers, stack, world
 from .comm.channel import ResultChannel
 from .comm.queue import WorkQueue
@@ -102,7 +102,10 @@ def run(cfg: dict, resume: bool = False, dry_run: bool = False) -> int:
     timeline.add("setup", t0)
     stopper = Stopper()   # from here on SIGTERM / SIGINT stop the job cleanly
     dense = dense_phases(setup, out, stopper, timeline)
-    interrupted = train_grid(setup, out, dense, stopper, timeline)
+    work = Work(setup, out, cell_trainer(setup, stopper), dense, stopper, timeline)
+    setup, dense, interrupted = choose_rewind(work)
+    if not interrupted:
+        interrupted = train_grid(work.following(setup, dense))
     return finish(setup, out, stopper, timeline, t0, interrupted)
 
 
@@ -382,7 +385,7 @@ def cell_inputs(setup: Setup, cell, dense: Dense, mask) -> tuple[np.ndarray, lis
         start = training.flatten(fresh.get_weights())
     else:
         start = dense.checkpoints[r][cell.rewind]
-    packed = s.mode.cell_mask(cell, dense.masks[r], mask)
+    packed = None if cell.dense else s.mode.cell_mask(cell, dense.masks[r], mask)
     if packed is None:
         return start, None
     masks = pruning.unpack_masks(packed, list(s.mode.kernels.shapes))
@@ -391,17 +394,48 @@ def cell_inputs(setup: Setup, cell, dense: Dense, mask) -> tuple[np.ndarray, lis
     return start, masks
 
 
-def train_cell(setup: Setup, cell, trainer, start, masks, on_epoch=None) -> dict:
-    """Train one cell from `start` (flat) under `masks`; its data order is keyed by the
-    cell (its place in its replicate), never by the rank: the same numbers whoever trains
-    it."""
+def data_order(setup: Setup, cell) -> int:
+    """A cell's data-order seed, keyed by the cell (its place in its replicate; a dense
+    pair's rewind point), never by the rank: the same numbers whoever trains it."""
+    seed = setup.s.seed(cell.replicate)
+    if cell.dense:
+        return seeds.derive(seed, seeds.LADDER, cell.rewind)
+    return seeds.derive(seed, seeds.CELL, cell.id % setup.per_replicate)
+
+
+def train_cell(setup: Setup, cell, trainer, start, masks, on_epoch=None,
+               order: int | None = None) -> dict:
+    """Train one cell from `start` (flat) under `masks`, in its data order (or `order`)."""
     s = setup.s
     trainer.load(training.unflatten(start, setup.shapes), masks)
     first = plan.start_iteration(cell, s, trainer.steps_per_epoch)
-    key = cell.id % setup.per_replicate
-    return trainer.fit(s.epochs, seeds.derive(s.seed(cell.replicate), seeds.CELL, key),
-                       on_epoch=on_epoch, on_step=s.mode.pruner(s.targets[cell.mask], trainer,
-                                                                first), start=first)
+    pruner = None if cell.dense else s.mode.pruner(s.targets[cell.mask], trainer, first)
+    return trainer.fit(s.epochs, data_order(setup, cell) if order is None else order,
+                       on_epoch=on_epoch, on_step=pruner, start=first)
+
+
+def train_pair(setup: Setup, cell, trainer, start, masks, on_epoch=None):
+    """A stability pair: two trainings from the same `start` and masks, the second in
+    another data order (the same one under stability.data_order: same), then the straight
+    line between them evaluated (Trainer.linear_path). Returns (the curves the cell
+    stores: the first copy's, or the copy that diverged; the first copy's trained weights;
+    its pair row for the writer: both copies' final (test, val) accuracies, then the path,
+    empty if a copy diverged)."""
+    st, first = setup.s.stability, data_order(setup, cell)
+    second = first if st.same_order else seeds.derive(first, seeds.SECOND_COPY)
+    hist_a = train_cell(setup, cell, trainer, start, masks, on_epoch)
+    if hist_a["diverged"]:
+        return hist_a, trainer.weights(), np.zeros(0)
+    a = training.flatten(trainer.weights())
+    hist_b = train_cell(setup, cell, trainer, start, masks, on_epoch, order=second)
+    if hist_b["diverged"]:
+        return hist_b, trainer.weights(), np.zeros(0)
+    path = trainer.linear_path(a, training.flatten(trainer.weights()),
+                               stability.alphas(st.path_points),
+                               seeds.derive(first, seeds.BATCHNORM), st.batchnorm_batches)
+    ends = [hist_a["test_accuracy"][-1], hist_a["val_accuracy"][-1],
+            hist_b["test_accuracy"][-1], hist_b["val_accuracy"][-1]]
+    return hist_a, training.unflatten(a, setup.shapes), np.concatenate([ends, path.ravel()])
 
 
 def chain_starts(setup: Setup, out: Output, cells, dense: Dense):
@@ -448,27 +482,28 @@ def ticket_masks(setup: Setup, out: Output, cells) -> dict:
 
 
 class Progress:
-    """The writer's side of the grid: each result into the file, and a line with the ETA
-    (cells differ in length, a late rewind trains less: the ETA counts iterations)."""
+    """The writer's side of a phase's cells: each result into the file, and a line with the
+    ETA (cells differ in length, a late rewind trains less: the ETA counts iterations)."""
 
-    def __init__(self, setup: Setup, out: Output, dense: Dense, spe: int):
+    def __init__(self, setup: Setup, out: Output, dense: Dense, spe: int, cells: list):
         self.setup, self.out, self.dense = setup, out, dense
-        self.length = {c.id: plan.length(c, setup.s, spe) for c in setup.grid}
-        self.total = sum(self.length[c.id] for c in setup.grid if c.name not in out.done)
+        self.cells = {c.id: c for c in cells}
+        self.length = {c.id: plan.length(c, setup.s, spe) for c in cells}
+        self.total = sum(self.length[c.id] for c in cells if c.name not in out.done)
+        self.before = sum(c.name in out.done for c in cells)
         self.done = self.work = 0
         self.t0 = time.time()
 
     def on_result(self, msg):
         s, res = self.setup.s, CellResult.decode(msg)
-        cell, hist, diverged = self.setup.grid[res.cell], res.history, res.history["diverged"]
+        cell, hist, diverged = self.cells[res.cell], res.history, res.history["diverged"]
         point = s.points[cell.rewind] if cell.rewind >= 0 else None
-        sparsity = s.targets[cell.mask]
+        sparsity = 0.0 if cell.dense else s.targets[cell.mask]
+        realized = 0.0 if cell.dense else self.dense.realized[s.index(cell.replicate)][cell.mask]
         try:
-            self.out.writer.write_cell(cell, sparsity,
-                                       self.dense.realized[s.index(cell.replicate)][cell.mask],
-                                       point, res)
+            self.out.writer.write_cell(cell, sparsity, realized, point, res)
         except OSError as exc:   # a full disk mid-grid: the others are training, so abort
-            kept = self.done + len(self.out.done)
+            kept = self.done + self.before
             message = (f"output: cannot write cell {cell.name} to {s.output} ({exc}); the "
                        f"file keeps the {kept} cells finished before it, --resume continues "
                        "once there is room")
@@ -483,25 +518,59 @@ class Progress:
         where = f"{s.unit} {point}" if cell.control != "random_reinit" else "fresh init"
         outcome = (f"DIVERGED in epoch {diverged}" if diverged
                    else f"acc {hist['test_accuracy'][-1]:.4f}")
-        print(f"[{self.done + len(self.out.done):>4}/{len(self.setup.grid)}] {cell.name:<24} "
+        if cell.pair and res.pair.size:
+            path = res.pair[4:].reshape(-1, len(stability.PATH_COLUMNS))
+            outcome += f" instability {stability.instability(path[:, 1]):.4f}"
+        print(f"[{self.done + self.before:>4}/{len(self.cells)}] {cell.name:<24} "
               f"sparsity {sparsity:.3f} {where:<12} {outcome}  cell "
               f"{res.t_end - res.t_start:6.1f}s  elapsed {elapsed:7.1f}s  ETA {eta:7.1f}s",
               flush=True)
 
 
-def train_grid(setup: Setup, out: Output, dense: Dense, stopper: Stopper,
-               timeline: Timeline) -> bool:
+def cell_trainer(setup: Setup, stopper: Stopper):
+    """The one trainer of this rank's group, for every cell (and pair) it trains."""
+    return training.Trainer(setup.model, setup.data, setup.s.train, setup.prunable_idx,
+                            reducers.group_reducers(setup.layout), stop=stopper.requested)
+
+
+def choose_rewind(work: "Work") -> tuple[Setup, Dense, bool]:
+    """rewind.points: auto: a stability pair of the dense net at every candidate point
+    (the dense phase kept each as a checkpoint), over the groups like cells; the writer
+    reads them back from the file, picks the earliest point below stability.threshold
+    (in every seed) and records it with the evidence. The grid then runs as if that point
+    was given. Returns (setup, dense) for the grid, and whether the job was stopped."""
+    setup, dense, out = work.setup, work.dense, work.out
+    s = setup.s
+    if not s.auto:
+        return setup, dense, False
+    ladder = plan.ladder(s, len(setup.grid))
+    progress = None
+    if setup.layout.is_writer:
+        progress = Progress(setup, out, dense, work.trainer.steps_per_epoch, ladder)
+    if work.run(ladder, False, {}, {}, set(), last=False, progress=progress):
+        return setup, dense, True
+    choice = None
+    if setup.layout.is_writer:
+        choice = stability.evidence(out.writer.ladder(), list(s.points), s.stability.threshold,
+                                    len(s.replicates))
+        out.writer.write_choice(choice)
+        print(f"lth-mpi: rewind.points: auto chose {s.unit} {choice['chosen_point']} "
+              + ("(the earliest stable point" if choice["stable"] else
+                 "(no candidate was stable: the latest one")
+              + f"; instability on {choice['chosen_on']} by point: "
+              + ", ".join(f"{p}: {v:.4f}" for p, v in zip(s.points, choice["instability"]))
+              + ")", flush=True)
+    i = world.bcast_object(choice)["chosen_index"]
+    return (dataclasses.replace(setup, s=s.rewound_to(s.points[i])),
+            dataclasses.replace(dense, checkpoints=dense.checkpoints[:, i:i + 1]), False)
+
+
+def train_grid(work: "Work") -> bool:
     """Every pass of the grid (plan.passes); True if the job was stopped."""
-    s, layout = setup.s, setup.layout
-    group = reducers.group_reducers(layout)
-    trainer = training.Trainer(setup.model, setup.data, s.train, setup.prunable_idx, group,
-                               stop=stopper.requested)
-    progress = Progress(setup, out, dense, trainer.steps_per_epoch) if layout.is_writer \
-        else None
+    setup, out, s = work.setup, work.out, work.setup.s
     passes = plan.passes(setup.grid, s)
-    chain_masks, ended = (chain_starts(setup, out, passes[0][0], dense) if s.mode.chained
+    chain_masks, ended = (chain_starts(setup, out, passes[0][0], work.dense) if s.mode.chained
                           else ({}, set()))
-    work = Work(setup, out, trainer, group, dense, progress, stopper, timeline)
     for n, (cells, chained) in enumerate(passes):
         followed = ticket_masks(setup, out, cells) if n else {}   # what the first pass pruned
         if work.run(cells, chained, followed, chain_masks, ended, last=n == len(passes) - 1):
@@ -513,10 +582,16 @@ class Work:
     """This group's share of each pass (dealt statically or taken from a queue), each
     result sent to the writer, then the pass's gather."""
 
-    def __init__(self, setup, out, trainer, group, dense, progress, stopper, timeline):
-        self.setup, self.out, self.trainer, self.group = setup, out, trainer, group
-        self.dense, self.progress, self.stopper, self.timeline = (dense, progress, stopper,
-                                                                  timeline)
+    def __init__(self, setup, out, trainer, dense, stopper, timeline):
+        self.setup, self.out, self.trainer, self.group = setup, out, trainer, trainer.group
+        self.dense, self.stopper, self.timeline = dense, stopper, timeline
+        self.progress = None
+        if setup.layout.is_writer:
+            self.progress = Progress(setup, out, dense, trainer.steps_per_epoch, setup.grid)
+
+    def following(self, setup: Setup, dense: Dense) -> "Work":
+        """The same work on new settings (auto's chosen rewind point)."""
+        return Work(setup, self.out, self.trainer, dense, self.stopper, self.timeline)
 
     def todo(self, cells, chained):
         """This group's cells, in order; with a queue, taken as the group frees up."""
@@ -532,38 +607,44 @@ class Work:
                 yield from tasks[i]
         return taken(), work
 
-    def run(self, cells, chained, followed, chain_masks, ended, last) -> bool:
+    def run(self, cells, chained, followed, chain_masks, ended, last, progress=None) -> bool:
         """Train this group's cells, gather: True if the job was stopped. A chained cell
         trains its chain's current mask (`chain_masks`, which takes each chain's next mask
-        as its levels finish); a cell that follows a ticket, the ticket's (`followed`)."""
+        as its levels finish); a cell that follows a ticket, the ticket's (`followed`).
+        `progress`: the writer's (the grid's unless given)."""
         s, layout, setup = self.setup.s, self.setup.layout, self.setup
         todo, work = self.todo(cells, chained)
-        channel = ResultChannel(layout, self.progress.on_result if layout.is_writer else None)
+        progress = progress or self.progress
+        channel = ResultChannel(layout, progress.on_result if layout.is_writer else None)
         drain = (lambda epoch: channel.drain()) if layout.is_writer else None
         stopped = False
         for cell in todo:
             mask = chain_masks.get(cell.chain) if chained else followed.get(cell.name)
-            if cell.chain in ended or s.mode.chained and mask is None:   # a diverged level
-                continue                                   # ended its chain: nothing to prune
+            if cell.chain in ended or s.mode.chained and mask is None and not cell.dense:
+                continue          # a diverged level ended its chain: nothing to prune
             t = time.time()
             start, masks = cell_inputs(setup, cell, self.dense, mask)
             # the group starts from the leader's exact bits, as Horovod's examples do
             if self.group is not None:
                 start = self.group.broadcast(start)
             try:
-                hist = train_cell(setup, cell, self.trainer, start, masks, drain)
+                if cell.pair:
+                    hist, weights, pair = train_pair(setup, cell, self.trainer, start, masks,
+                                                     drain)
+                else:
+                    hist = train_cell(setup, cell, self.trainer, start, masks, drain)
+                    weights, pair = self.trainer.weights(), np.zeros(0)
             except training.Interrupted:   # this cell is dropped: --resume trains it again
                 stopped = True
                 self.timeline.add("cell", t, cell.id)
                 break
             self.timeline.add("cell", t, cell.id)
-            result = CellResult(cell.id, layout.group, t, time.time(), hist)
-            weights = self.trainer.weights()
+            result = CellResult(cell.id, layout.group, t, time.time(), hist, pair=pair)
             if s.keep_weights == "all" or s.keep_weights == "best" and cell.control == "none":
                 result.weights = training.flatten(weights)
             if chained and hist["diverged"]:
                 ended.add(cell.chain)
-            mask_now, mask_next = s.mode.after_cell(
+            mask_now, mask_next = (None, None) if cell.dense else s.mode.after_cell(
                 self.trainer, masks, [weights[i] for i in setup.prunable_idx], hist, chained,
                 cell.mask + 1 >= len(s.targets))
             if mask_now is not None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 DENSE, CELL, REINIT, RANDOM_MASK = 0, 1, 2, 3   # what a stream belongs to: a key's first element
+SECOND_COPY, LADDER, BATCHNORM = 4, 5, 6         # stability pairs' second data order, the dense
+#                                                  net's pairs (auto), BatchNorm re-estimation
 
 
 def derive(*key: int) -> int:

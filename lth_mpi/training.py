@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from . import models, seeds
+from . import models, seeds, stability
 from .modes.base import Kernels
 from .keras_import import keras, tf
 
@@ -433,6 +433,46 @@ class Trainer:
         out = {k: np.asarray(v) for k, v in hist.items()}
         out["diverged"] = diverged
         return out
+
+    def reestimate_batchnorm(self, seed: int, batches: int):
+        """BatchNorm's moving statistics recomputed for the weights loaded now, as the plain
+        average over `batches` training batches (at most an epoch's; in training mode, no
+        update of any other weight): weights interpolated between two networks carry no
+        valid statistics. A group computes them over its global batches (synchronized
+        BatchNorm) or averages its ranks' (agree)."""
+        layers = batchnorm_layers(self.model)
+        if not layers:
+            return
+        batches = min(batches, self.steps_per_epoch)
+        for layer in layers:
+            layer.moving_mean.assign(tf.zeros_like(layer.moving_mean))
+            layer.moving_variance.assign(tf.ones_like(layer.moving_variance))
+        momenta = [layer.momentum for layer in layers]
+        try:
+            for i, (x, _) in enumerate(self.data.train_batches(seed, batches,
+                                                               self.train.batch_size), 1):
+                for layer in layers:      # momentum (i-1)/i: the running mean of i batches
+                    layer.momentum = (i - 1) / i
+                self.model(self._normalize(tf.constant(x)), training=True)
+        finally:
+            for layer, m in zip(layers, momenta):
+                layer.momentum = m
+        self.agree()
+
+    def linear_path(self, a: np.ndarray, b: np.ndarray, alphas, seed: int,
+                    batchnorm_batches: int) -> np.ndarray:
+        """Evaluate the straight line between two trained networks (flat weights `a`, `b`,
+        same masks) at each alpha: rows of stability.PATH_COLUMNS. BatchNorm statistics are
+        re-estimated at every point, the ends included, on the same training batches."""
+        shapes = [w.shape for w in self.model.weights]
+        rows = []
+        for alpha in alphas:
+            self.model.set_weights(unflatten(stability.interpolate(a, b, float(alpha)), shapes))
+            self.reestimate_batchnorm(seed, batchnorm_batches)
+            acc, loss = self.evaluate()
+            val_acc, val_loss = self.evaluate(split="val")
+            rows.append((alpha, acc, loss, val_acc, val_loss))
+        return np.asarray(rows, np.float64)
 
     def check_stop(self):
         """Raise Interrupted if any rank of the group was asked to stop (all decide alike)."""

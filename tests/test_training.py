@@ -131,3 +131,38 @@ def test_an_evaluation_pass_is_one_call_and_sums_as_batch_by_batch(monkeypatch):
     streamed = trainer.evaluate(64)
     assert len(calls) == 2 and held == [streamed] * 2   # bit for bit
     assert trainer.evaluate(1000) == trainer.evaluate(1000)   # one ragged batch only
+
+
+def test_batchnorm_reestimation_is_the_plain_average_over_training_batches():
+    """Interpolated weights carry no valid BatchNorm statistics: reestimate_batchnorm
+    recomputes them as the plain average of K training batches' statistics (momentum
+    (i-1)/i), touching nothing else and restoring each layer's momentum. Checked on the
+    first BatchNorm layer, whose batch statistics depend only on the convolution before it."""
+    cfg = config.load(raw={"model": {"name": "resnet", "width": 4, "depth": 8},
+                           "prune": {"sparsities": [0.5]},
+                           "dataset": {"name": "synthetic", "train_examples": 640,
+                                       "test_examples": 100},
+                           "train": {"batch_size": 32}, "parallel": {"group_size": 1}})
+    s = config.resolve(cfg)
+    ds = data.load(cfg["dataset"])
+    model, idx = training.build_for(s, ds, seed=0)
+    trainer = training.Trainer(model, ds, s.train, idx)
+    layers = training.batchnorm_layers(model)
+    first = layers[0]
+    for layer in layers:     # statistics as wrong as an interpolation's could be
+        layer.moving_mean.assign(layer.moving_mean + 5.0)
+    others = {w.path: w.numpy().copy() for w in model.weights if "moving" not in w.path}
+    trainer.reestimate_batchnorm(seed=7, batches=4)
+    feature = keras.Model(model.inputs, first.input)
+    means, variances = [], []
+    for x, _ in ds.train_batches(7, 4, 32):
+        h = np.asarray(feature(trainer._normalize(x)), np.float64)
+        means.append(h.mean(axis=(0, 1, 2)))
+        variances.append(h.var(axis=(0, 1, 2)))
+    np.testing.assert_allclose(np.asarray(first.moving_mean), np.mean(means, 0), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(first.moving_variance), np.mean(variances, 0),
+                               rtol=1e-4, atol=1e-6)
+    assert all(layer.momentum == 0.99 for layer in layers)
+    for w in model.weights:
+        if "moving" not in w.path:
+            np.testing.assert_array_equal(np.asarray(w), others[w.path])

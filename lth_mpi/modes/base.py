@@ -30,7 +30,7 @@ class Mode:
     name = ""
     chained = False                       # a rewind point's cells run in order on one group
     has_levels = False                    # mask index m is level m + 1 (tables show it)
-    rewound_controls = ("random_mask",)   # controls with one cell per rewind point
+    rewound_controls = ("random_mask", "stability")   # one cell per rewind point
 
     def __init__(self, prune: dict):
         self.prune = prune

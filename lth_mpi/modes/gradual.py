@@ -71,6 +71,10 @@ class Gradual(Mode):
         if not 0 <= prune["initial"] < min(prune["sparsities"]):
             raise ValueError(f"prune.initial: must be in [0, the smallest final sparsity "
                              f"{min(prune['sparsities'])}), got {prune['initial']}")
+        if "stability" in controls:
+            raise ValueError("controls: stability is not defined for prune.mode: gradual (the "
+                             "two copies would prune to different masks); rewind.points: "
+                             "auto, the dense net's stability, is")
         if "random_mask" in controls:
             raise ValueError("controls: random_mask is not defined for prune.mode: gradual "
                              "(the mask comes from training); random_reinit is")

@@ -55,7 +55,8 @@ class Iterative(Mode):
     name = "iterative"
     chained = True
     has_levels = True
-    rewound_controls = ("random_mask", "random_reinit")   # each follows its rewind's chain
+    rewound_controls = ("random_mask", "random_reinit", "stability")   # each follows its
+    #                                                                       rewind's chain
 
     @staticmethod
     def check(prune: dict, controls: list) -> None:
