@@ -262,3 +262,32 @@ def scaling(p, t, t1: float, f_fit: float, path: str, title: str = "",
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def instability(res, path: str) -> str:
+    """Instability (points of error on the path above its ends' mean) against the rewind
+    point: the dense net (rewind.points: auto's candidates) and each sparsity with pairs;
+    the threshold dashed, auto's chosen point marked."""
+    from . import stability
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    lines = stability.curves(res, stability.key(res))
+    for which, points in sorted(lines.items(), key=lambda kv: (kv[0] != "dense", str(kv[0]))):
+        x, y = zip(*points)
+        if which == "dense":
+            ax.plot(x, 100 * np.array(y), "o-", color="black", label="dense")
+        else:
+            s = res.sparsities[which]
+            ax.plot(x, 100 * np.array(y), "s--", ms=4, label=f"{100 * (1 - s):.3g}% remaining")
+    ax.axhline(100 * stability.threshold(res), color="gray", ls=":", label="threshold")
+    if "chosen_point" in res.choice:
+        ax.axvline(res.choice["chosen_point"], color="C3", lw=1,
+                   label=f"auto's choice ({res.unit} {res.choice['chosen_point']})")
+    ax.set_xscale("symlog", linthresh=1)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.set_xlabel(f"rewind point ({res.unit}s, symlog)")
+    on = "validation" if stability.key(res) == "instability_val" else "test"
+    ax.set_ylabel(f"instability ({on}, points of error)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

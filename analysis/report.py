@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 
-from . import AnalysisError, amdahl, figures, tickets, timeline
+from . import AnalysisError, amdahl, figures, stability, tickets, timeline
 from .load import Results, load
 
 from lth_mpi import modes
@@ -263,6 +263,44 @@ def curves_section(res: Results, sparsities, figs: dict) -> list:
             ("img", figs["early_stop"], "early-stop iteration")]
 
 
+def stability_section(res: Results, metric: str, tolerance: float | None, fig: str) -> list:
+    """Instability against the rewind point, auto's choice, and stable against matching."""
+    limit, on = stability.threshold(res), stability.key(res)
+    split = "validation" if on == "instability_val" else "test"
+    out = [("h2", "Stability"),
+            ("p", "A stability pair trains one network twice from the same rewound weights in "
+                  "two data orders; its instability is the largest error on the straight line "
+                  "between the two results minus the mean of the two ends' errors (BatchNorm "
+                  "re-estimated at every point). Stable: below "
+                  f"{100 * limit:.3g} points on {split}."),
+           ("img", fig, "instability against rewind point")]
+    choice = res.choice
+    if "chosen_point" in choice:
+        worst = ", ".join(f"{p}: {100 * v:.2f}" for p, v in zip(choice["ladder"],
+                                                                 choice["instability"]))
+        out.append(("p", f"rewind.points: auto chose {res.unit} {choice['chosen_point']}, "
+                         + ("the earliest candidate below the threshold"
+                            if choice["stable"] else "the latest candidate: none was below "
+                            "the threshold")
+                         + f" (the dense net's instability on {choice['chosen_on']}, points, "
+                         f"worst over the seeds: {worst})."))
+    rows = stability.table(res, metric, tolerance_for(res, tolerance)[0])
+    if rows:
+        agree, known = stability.agreement(rows)
+        out += [("p", f"Tickets with a stability pair: stable, and matching the dense net as "
+                      f"winning tickets are chosen ({metric} accuracy on the selection split); "
+                      f"stable and matching agree for {agree} of {known}."),
+                ("table", ["sparsity", "remaining", "rewind", "instability (test)",
+                           f"instability ({split})", "stable", "ticket test acc", "matching"],
+                 [[f"{r['sparsity']:g}", _remain(r["sparsity"]), f"{res.unit} {r['point']}",
+                   f"{100 * r['instability']:.2f}", f"{100 * r['classified_on']:.2f}",
+                   "yes" if r["stable"] else "no",
+                   "–" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}",
+                   "–" if r["matching"] is None else "yes" if r["matching"] else "no"]
+                  for r in rows])]
+    return out
+
+
 def cells_section(res: Results) -> list:
     head = ["cell", "id", "sparsity", "remaining", "rewind", "final acc", "best acc",
             "best iter", "chosen on", "group", "seconds"]
@@ -406,7 +444,13 @@ def report(path: str, out_dir: str, tolerance: float | None = None, metric: str 
         out["figures"] += [at(f) for f in figs.values()]
         blocks += accuracy_section(res, metric, window, figs)
         win_blocks, out["winners"] = winners_section(res, metric, tolerance)
-        blocks += win_blocks + curves_section(res, chosen, figs) + cells_section(res)
+        blocks += win_blocks + curves_section(res, chosen, figs)
+        if stability.pairs(res):
+            fig = figures.instability(res, at("instability.png"))
+            out["figures"].append(fig)
+            out["stability"] = stability.table(res, metric, tolerance_for(res, tolerance)[0])
+            blocks += stability_section(res, metric, tolerance, "instability.png")
+        blocks += cells_section(res)
     fig = None
     if timings is not None:
         fig = figures.run_timeline(res, timings, at("timeline.png"))

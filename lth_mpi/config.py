@@ -489,6 +489,12 @@ class Settings:
 def stored(cfg: dict) -> Settings:
     """The settings of a config a results file stores, whatever version wrote it: keys it
     lacks (declared since) take their defaults; nothing is checked again."""
+    return resolve(filled(cfg))
+
+
+def filled(cfg: dict) -> dict:
+    """A stored config with the keys it lacks (declared since it was written) at their
+    defaults, what this version would have stored."""
     full = {}
     for dotted, key in KEYS.items():
         head, _, leaf = dotted.rpartition(".")
@@ -496,7 +502,7 @@ def stored(cfg: dict) -> Settings:
         where[leaf] = src.get(leaf, None if key.default is REQUIRED else key.default)
     for section in OPEN_SECTIONS:
         full[section].update(cfg.get(section) or {})
-    return resolve(full)
+    return full
 
 
 def resolve(cfg: dict) -> Settings:

@@ -68,7 +68,9 @@ def check_resumable(f: h5py.File, path: str, cfg: dict, fingerprint: str | None,
                          f"writes {VERSION}; finish it with the version that started it")
     if f.attrs["config_hash"] != config_hash(cfg):   # the keys decide: a file hashed with
         # an older NOT_RESULTS resumes when only keys now known not to decide results differ
-        old, new = result_keys(config_mod.yaml.safe_load(f.attrs["config"])), result_keys(cfg)
+        # and keys declared since the file was written compare at their defaults
+        old = result_keys(config_mod.filled(config_mod.yaml.safe_load(f.attrs["config"])))
+        new = result_keys(cfg)
         keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if keys:
             raise ValueError(f"--resume: {path} was written by a different config "

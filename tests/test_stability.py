@@ -261,3 +261,56 @@ def test_a_batchnorm_pair_in_a_group_of_two_reestimates_and_is_exact_with_one_or
     (c,) = pairs(got).values()
     assert np.isfinite(c["instability"]) and c["path"][0, 2] != c["path"][-1, 2]   # losses
     assert c["batchnorm_batches"] == 8
+
+
+@needs_data
+def test_the_report_plots_instability_and_tables_stable_against_matching(tmp_path):
+    """auto and a pair per ticket in one search: the report's figure, auto's choice, and a
+    row per pair whose numbers are the file's (stable: below the threshold on validation;
+    matching: the ticket's final validation accuracy within 1 point of the dense net's)."""
+    from analysis.report import report
+    text = AUTO.replace("stability: {ladder: [0, 0.1, 0.25]}",
+                        "stability: {ladder: [0, 0.1, 0.25]}\ncontrols: [stability]").replace(
+        "sparsities: [0.8]", "sparsities: [0.5, 0.95]")
+    got, _ = search(tmp_path, text, "both")
+    out = report(got.path, str(tmp_path / "rep"))
+    summary = open(out["summary"]).read()
+    assert os.path.exists(tmp_path / "rep" / "instability.png")
+    assert "## Stability" in summary
+    assert f"rewind.points: auto chose iteration {got.choice['chosen_point']}" in summary
+    dense_val = results.read(got.path).dense_runs[0]["val_accuracy"][-1]
+    rows = out["stability"]
+    assert [(r["mask"], r["point"]) for r in rows] == [(0, got.points[0]), (1, got.points[0])]
+    for r in rows:
+        (pair,) = [c for c in got.cells if (c["mask"], c["control"]) == (r["mask"], "stability")]
+        (ticket,) = [c for c in got.cells if (c["mask"], c["control"]) == (r["mask"], "none")]
+        assert r["instability"] == pair["instability"]
+        assert r["classified_on"] == pair["instability_val"]
+        assert r["stable"] == (pair["instability_val"] < 0.02)
+        assert r["accuracy"] == ticket["final_test_accuracy"]
+        assert r["matching"] == (ticket["final_val_accuracy"] >= dense_val - 0.01)
+    agree = sum(r["stable"] == r["matching"] for r in rows)
+    assert f"stable and matching agree for {agree} of 2" in summary
+
+
+@needs_data
+def test_auto_stopped_inside_a_pairs_write_resumes_to_the_same_choice_and_numbers(tmp_path):
+    """Killed inside the second dense pair's write (its attributes half there), --resume
+    keeps the first, redoes the second, and ends with the numbers of a run never stopped."""
+    reference, _ = search(tmp_path, AUTO, "ref")
+    cfg = tmp_path / "auto.yaml"
+    cfg.write_text(AUTO)
+    out = str(tmp_path / "stopped.h5")
+    proc = lth(2, str(cfg), "--output", out, env={"LTH_FAULT": "exit:cell-attrs:2"})
+    with h5py.File(out, "r") as f:
+        assert f.attrs["status"] == "running" and len(f["stability"]) == 2
+        assert sum("complete" in g.attrs for g in f["stability"].values()) == 1
+        assert "chosen_point" not in f["stability"].attrs
+    proc = lth(2, str(cfg), "--output", out, "--resume")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    got = results.read(out)
+    assert got.choice == reference.choice
+    for name, c in pairs(reference).items():
+        np.testing.assert_array_equal(pairs(got)[name]["path"], c["path"])
+    assert [c["final_test_accuracy"] for c in got.cells] == \
+        [c["final_test_accuracy"] for c in reference.cells]
