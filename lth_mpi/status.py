@@ -48,6 +48,12 @@ def report(path: str, now: float | None = None) -> str:
              + (f", resumed {a['resumed']} time(s)" if a.get("resumed") else ""),
              f"cells done: {len(done)} / {len(grid)}"
              + ("" if got.dense_complete else " (dense phase not finished yet)")]
+    if s.auto:
+        choice = got.choice
+        lines.append(f"rewind.points: auto: {len(got.ladder)} dense stability pairs done; "
+                     + (f"chose {s.unit} {choice['chosen_point']}"
+                        + ("" if choice["stable"] else " (none was stable: the latest)")
+                        if "chosen_point" in choice else "no point chosen yet"))
     diverged = [c for c in cells if c.get("status") == "diverged"]
     if diverged:
         lines.append(f"diverged: {len(diverged)}: " + ", ".join(

@@ -7,7 +7,7 @@ import pytest
 
 import h5py
 
-from lth_mpi import config, data, results, stability
+from lth_mpi import config, data, results, stability, status
 from lth_mpi.comm.wire import CellResult
 from mpi_helpers import lth
 
@@ -226,6 +226,8 @@ def test_auto_runs_the_dense_nets_pairs_and_rewinds_the_grid_to_the_earliest_sta
     assert got.points == [ladder[index]] == [choice["chosen_point"]]
     assert [c["rewind_point"] for c in got.cells] == [ladder[index]]
     assert f"auto chose iteration {ladder[index]}" in proc.stdout
+    assert (f"rewind.points: auto: 3 dense stability pairs done; chose iteration "
+            f"{ladder[index]}") in status.report(got.path)
     with h5py.File(got.path) as f:          # every candidate's checkpoint is kept
         assert list(f["checkpoints"].attrs["points"]) == ladder
 
@@ -306,6 +308,7 @@ def test_auto_stopped_inside_a_pairs_write_resumes_to_the_same_choice_and_number
         assert f.attrs["status"] == "running" and len(f["stability"]) == 2
         assert sum("complete" in g.attrs for g in f["stability"].values()) == 1
         assert "chosen_point" not in f["stability"].attrs
+    assert "auto: 1 dense stability pairs done; no point chosen yet" in status.report(out)
     proc = lth(2, str(cfg), "--output", out, "--resume")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     got = results.read(out)
