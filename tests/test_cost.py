@@ -31,6 +31,29 @@ def test_a_cell_costs_its_steps_and_an_evaluation_per_epoch_it_trains():
     assert cost.cell_seconds(late, s, 100, M) == pytest.approx(200 * 0.02 + 2 * 0.25)
 
 
+def test_a_stability_pair_costs_two_trainings_and_its_path():
+    s = settings(controls=["stability"])
+    pair = [c for c in plan.grid(s) if c.pair][0]               # rewound to epoch 0
+    one = 300 * 0.02 + 3 * 0.25
+    path = 11 * (0.25 + 10 * 0.02)     # each point: an evaluation after 10 BatchNorm batches
+    assert cost.cell_seconds(pair, s, 100, M) == pytest.approx(2 * one + path)
+
+
+def test_auto_bills_the_dense_nets_pairs_before_the_grid():
+    s = settings(rewind={"points": "auto", "unit": "iteration"},
+                 stability={"ladder": [0, 0.1, 0.5]})
+    s = dataclasses.replace(s, points=(0, 30, 150))          # the ladder, as bind makes it
+    grid = plan.grid(s)
+    ladder = [cost.cell_seconds(c, s, 100, M) for c in plan.ladder(s, len(grid))]
+    assert len(ladder) == 3 and ladder[0] > ladder[1] > ladder[2]
+    plain = cost.grid_seconds(grid, s, 100, M, 1)
+    assert cost.estimate(s, grid, 1, M).grid == pytest.approx(plain + sum(ladder))
+    assert cost.estimate(s, grid, 1, M).trainings == 1 + len(grid) + 2 * 3
+    # three groups: the three pairs side by side, then the two cells side by side
+    assert cost.estimate(s, grid, 3, M).grid == pytest.approx(
+        max(ladder) + cost.grid_seconds(grid, s, 100, M, 3))
+
+
 def test_the_queue_is_timed_longest_first_on_the_groups_that_free_up():
     assert cost.makespan([5, 4, 3, 3, 3], 2) == 10      # 5+3+... : LPT, as the queue deals
     assert cost.makespan([1, 1, 1], 5) == 1 and cost.makespan([2, 2], 1) == 4

@@ -317,3 +317,23 @@ def test_auto_stopped_inside_a_pairs_write_resumes_to_the_same_choice_and_number
         np.testing.assert_array_equal(pairs(got)[name]["path"], c["path"])
     assert [c["final_test_accuracy"] for c in got.cells] == \
         [c["final_test_accuracy"] for c in reference.cells]
+
+
+@needs_data
+def test_auto_with_seeds_takes_the_worst_seed_and_iterative_chains_start_there(tmp_path):
+    """Two seeds: each seed's dense net has its pairs; a point is stable only if it is in
+    both; under IMP the chains then run from the chosen point."""
+    text = AUTO.replace("seed: 0\n", "").replace(
+        "prune: {sparsities: [0.8], scope: layerwise}",
+        "prune: {mode: iterative, levels: 2, rate: 0.5}") + "seeds: [0, 1]\n"
+    got, _ = search(tmp_path, text, "seeds", "--set", "stability.threshold=0.004")
+    assert sorted(c["name"] for c in got.ladder) == sorted(
+        f"dense_r{r}_stability_s{k}" for r in range(3) for k in range(2))
+    worst = [max(c["instability_val"] for c in got.ladder if c["rewind"] == r)
+             for r in range(3)]
+    assert got.choice["instability"] == worst
+    index, stable = stability.choose(worst, 0.004)
+    assert got.choice["chosen_index"] == index and bool(got.choice["stable"]) == stable
+    assert {c["rewind_point"] for c in got.cells} == {[0, 4, 10][index]}
+    assert sorted(c["name"] for c in got.cells) == sorted(
+        f"m0{m}_r0_none_s{k}" for m in range(2) for k in range(2))
