@@ -130,7 +130,7 @@ def estimate(s, grid, ranks: int, m: Measured) -> Estimate:
                       for t in plan.queue(ladder, s, spe, chained=False)], n) if ladder
             else 0.0)
     alone = seconds(1)
-    trainings = len(s.replicates) + sum(1 + c.pair for c in grid + ladder)
+    trainings = len(s.replicates) + plan.trainings(grid + ladder)
     return Estimate(ranks, s.group_size, trainings, m.setup, dense,
                     m.cell_first + seconds(groups), serial / (serial + m.cell_first + alone), m)
 

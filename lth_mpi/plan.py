@@ -158,6 +158,11 @@ def queue(grid: list[Cell], s, steps_per_epoch: int,
                   key=lambda u: -sum(length(c, s, steps_per_epoch) for c in u))
 
 
+def trainings(cells: list[Cell]) -> int:
+    """The trainings of `cells`: one each, two for a stability pair."""
+    return sum(1 + c.pair for c in cells)
+
+
 def describe(s, world_size: int, sparsities: list[float],
              done: set[str] = frozenset(), steps_per_epoch: int = 1) -> str:
     """The --dry-run text: cells, groups, and trainings per group (or the queue's order)."""
@@ -212,17 +217,17 @@ def describe(s, world_size: int, sparsities: list[float],
             lines.append("then, once the first pass has pruned their masks:")
         if dynamic:
             order = queue(cells_n, s, steps_per_epoch, done, chained)
-            left = sum(len(t) for t in order)
+            left = trainings([c for t in order for c in t])
             lines.append(f"{n_groups} groups take {len(order)} tasks from a shared queue as "
                          f"they free up, longest first: {left} trainings"
-                         + (f" ({len(cells_n) - left} already done)" if left < len(cells_n)
-                            else ""))
+                         + (f" ({trainings(cells_n) - left} already done)"
+                            if left < trainings(cells_n) else ""))
             lines += [cell_line(c) for t in order for c in t]
             continue
         for i, mine in enumerate(assign(cells_n, n_groups, assignment(s, chained))):
-            todo = [c for c in mine if c.name not in done]
-            lines.append(f"group {i} (ranks {i * g}-{i * g + g - 1}): {len(todo)} trainings"
-                         + (f" ({len(mine) - len(todo)} already done)" if len(todo) < len(mine)
-                            else ""))
+            todo = trainings([c for c in mine if c.name not in done])
+            lines.append(f"group {i} (ranks {i * g}-{i * g + g - 1}): {todo} trainings"
+                         + (f" ({trainings(mine) - todo} already done)"
+                            if todo < trainings(mine) else ""))
             lines += [cell_line(c) for c in mine]
     return "\n".join(lines)

@@ -47,6 +47,14 @@ def test_describe_counts_trainings():
     assert "group 1 (ranks 2-3): 2 trainings" in text and "dense phase on rank 0" in text
     s = dataclasses.replace(s, dense_parallel=True)
     assert "dense phase data-parallel on all 4 ranks" in plan.describe(s, 4, [0.5, 0.8, 0.9])
+    # a stability pair is two trainings
+    s = settings(prune={"sparsities": [0.5]}, controls=["stability"],
+                 parallel={"group_size": 1, "assign": "cells"})
+    text = plan.describe(s, 1, [0.5], done={"m00_r0_none"})
+    assert "group 0 (ranks 0-0): 2 trainings (1 already done)" in text
+    dynamic = plan.describe(dataclasses.replace(s, assign="dynamic"), 1, [0.5])
+    assert "1 groups take 2 tasks from a shared queue as they free up, longest first: " \
+        "3 trainings" in dynamic
 
 
 def test_a_ticket_rewound_to_k_trains_the_remaining_iterations():
