@@ -183,6 +183,7 @@ def measure(setup: Setup, t0: float) -> cost.Measured:
     group = reducers.group_reducers(layout)
     cells = timed(training.Trainer(setup.model, setup.data, s.train, setup.prunable_idx,
                                    group), group)
+    world.wait_quietly()   # a group done first must not spin (MPICH) while others still time
     rows = world.allgather((*dense, *cells))
     return cost.Measured(seconds, rows[0][0], rows[0][1], max(r[4] for r in rows),
                          max(r[5] for r in rows), int(max(r[7] for r in rows)), rows[0][2],
