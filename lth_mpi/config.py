@@ -479,6 +479,11 @@ class Settings:
         if self.auto:
             bound = dataclasses.replace(bound, points=tuple(
                 stability.ladder(self.stability.ladder, bound.last_iteration)))
+        # BatchNorm is re-estimated on at most an epoch's batches: what runs, is billed and
+        # is recorded
+        bound = dataclasses.replace(bound, stability=dataclasses.replace(
+            self.stability, batchnorm_batches=min(self.stability.batchnorm_batches,
+                                                  steps_per_epoch)))
         return dataclasses.replace(bound, targets=tuple(mode.targets()))
 
     def rewound_to(self, point: int) -> "Settings":

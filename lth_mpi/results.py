@@ -319,8 +319,7 @@ class Writer:
     def _pair(self, g, pair: np.ndarray) -> dict:
         """A stability pair's path (a dataset) and attributes; a diverged pair has no path
         and NaN numbers."""
-        ends = pair[:4] if pair.size else np.full(4, np.nan)
-        path = pair[4:].reshape(-1, len(stability.PATH_COLUMNS))
+        ends, path = stability.unpack(pair)
         d = g.create_dataset("path", data=path)
         d.attrs["columns"] = json.dumps(stability.PATH_COLUMNS)
         return {"instability": stability.instability(path[:, 1]),
@@ -328,8 +327,7 @@ class Writer:
                 "copy_b_final_test_accuracy": float(ends[2]),
                 "copy_b_final_val_accuracy": float(ends[3]),
                 "data_order": "same" if self.s.stability.same_order else "different",
-                "batchnorm_batches": min(self.s.stability.batchnorm_batches,
-                                         self.s.steps_per_epoch)}
+                "batchnorm_batches": self.s.stability.batchnorm_batches}
 
     def write_choice(self, choice: dict):
         """rewind.points: auto: the point chosen and the evidence, on /stability."""

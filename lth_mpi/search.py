@@ -436,7 +436,7 @@ def train_pair(setup: Setup, cell, trainer, start, masks, on_epoch=None):
                                seeds.derive(first, seeds.BATCHNORM), st.batchnorm_batches)
     ends = [hist_a["test_accuracy"][-1], hist_a["val_accuracy"][-1],
             hist_b["test_accuracy"][-1], hist_b["val_accuracy"][-1]]
-    return hist_a, training.unflatten(a, setup.shapes), np.concatenate([ends, path.ravel()])
+    return hist_a, training.unflatten(a, setup.shapes), stability.pack(ends, path)
 
 
 def chain_starts(setup: Setup, out: Output, cells, dense: Dense):
@@ -520,7 +520,7 @@ class Progress:
         outcome = (f"DIVERGED in epoch {diverged}" if diverged
                    else f"acc {hist['test_accuracy'][-1]:.4f}")
         if cell.pair and res.pair.size:
-            path = res.pair[4:].reshape(-1, len(stability.PATH_COLUMNS))
+            path = stability.unpack(res.pair)[1]
             outcome += f" instability {stability.instability(path[:, 1]):.4f}"
         print(f"[{self.done + self.before:>4}/{len(self.cells)}] {cell.name:<24} "
               f"sparsity {sparsity:.3f} {where:<12} {outcome}  cell "

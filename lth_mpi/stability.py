@@ -15,6 +15,18 @@ LADDER = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08)   # rewind.points: auto's 
 THRESHOLD = 0.02    # instability below this (2 points of error, as in the paper) is stable
 
 
+def pack(ends, path: np.ndarray) -> np.ndarray:
+    """A finished pair as one float64 row (how it travels to the writer): both copies'
+    final (test, val) accuracies, then the path's rows (PATH_COLUMNS)."""
+    return np.concatenate([np.asarray(ends, np.float64), np.asarray(path, np.float64).ravel()])
+
+
+def unpack(pair: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ends, path) of a packed pair; an empty one (a copy diverged): NaN ends, no rows."""
+    ends = pair[:4] if pair.size else np.full(4, np.nan)
+    return ends, pair[4:].reshape(-1, len(PATH_COLUMNS))
+
+
 def alphas(n: int) -> np.ndarray:
     """n evenly spaced points from one end (0) to the other (1), ends included."""
     return np.linspace(0.0, 1.0, n)
