@@ -49,8 +49,10 @@ def main(argv=None) -> int:
     if args.command == "export":
         from . import export
         return export.main(args.results, args.cell, args.format, args.quantize, args.output)
-    from . import config   # after argparse, so --help needs no MPI
+    from . import config, outcome   # after argparse, so --help needs no MPI
     from .comm import world
+    if world.rank() == 0:
+        outcome.note("run")     # to the launch script, which judges the job's end by it
     literal = {"output": args.output} if args.output else {}   # a path, never YAML
     cfg, error = None, None
     try:
@@ -61,7 +63,10 @@ def main(argv=None) -> int:
     if error:
         world.fail(error)
     from . import search   # TensorFlow's import (seconds) only once the config is good
-    return search.run(cfg, resume=args.resume, dry_run=args.dry_run)
+    code = search.run(cfg, resume=args.resume, dry_run=args.dry_run)
+    if code == 0 and world.rank() == 0:
+        outcome.note("done")
+    return code
 
 
 def console() -> None:

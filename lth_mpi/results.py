@@ -96,7 +96,8 @@ def rank_entry(layout) -> dict:
     """This rank's line of the `ranks` attribute (gathered from every rank by the caller)."""
     return {"rank": layout.rank, "host": layout.host, "group": layout.group,
             "group_rank": layout.group_rank, "local_rank": layout.local_rank,
-            "threads": layout.threads, "allreduce": layout.allreduce, "pid": os.getpid()}
+            "threads": layout.threads, "allreduce": layout.allreduce, "gpu": layout.gpu,
+            "pid": os.getpid()}
 
 
 def provenance(layout, ranks: list[dict], stack: dict) -> dict:

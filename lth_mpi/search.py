@@ -14,7 +14,8 @@ import time
 
 import numpy as np
 
-from . import config, cost, data, models, plan, pruning, results, seeds, stability, training
+from . import (config, cost, data, models, outcome, plan, pruning, results, seeds, stability,
+               training)
 from .comm import reducers, stack, world
 from .comm.channel import ResultChannel
 from .comm.queue import WorkQueue
@@ -239,6 +240,7 @@ def open_output(setup: Setup, resume: bool) -> Output:
     if layout.is_writer:
         try:
             writer = results.Writer(s, prov, len(setup.grid), resume, data.fingerprint(s.dataset))
+            outcome.note(f"results {os.path.abspath(s.output)}")
             state = (sorted(writer.done_cells()), [writer.has_dense(k) for k in s.replicates])
         except (ValueError, OSError) as exc:
             error = f"output: {exc}"

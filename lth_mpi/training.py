@@ -48,6 +48,14 @@ def thread_budget(layout, threads: int | None) -> int:
     return max(1, bound if bound < cores else cores // layout.local_size)
 
 
+def gpu_claim(local_rank: int, visible: str | None) -> str:
+    """The CUDA device (an id of CUDA_VISIBLE_DEVICES, as Slurm's gres sets it) this rank
+    takes: the node-local rank's turn among those it sees; "" when it sees none. configure
+    takes the same turn among the GPUs TensorFlow lists (one per visible id, in order)."""
+    ids = [i for i in (visible or "").split(",") if i.strip()]
+    return ids[local_rank % len(ids)].strip() if ids else ""
+
+
 def configure(layout, threads: int | None) -> int:
     """TensorFlow's threads and this rank's GPU, before TensorFlow creates its first tensor;
     returns how many GPUs the node has. GPUs are counted per node over all groups
@@ -56,6 +64,7 @@ def configure(layout, threads: int | None) -> int:
     layout.threads = thread_budget(layout, threads)
     tf.config.threading.set_intra_op_parallelism_threads(layout.threads)
     tf.config.threading.set_inter_op_parallelism_threads(min(2, layout.threads))
+    layout.gpu = gpu_claim(layout.local_rank, os.environ.get("CUDA_VISIBLE_DEVICES"))
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         gpu = gpus[layout.local_rank % len(gpus)]

@@ -20,7 +20,7 @@ SBATCH = {"job-name": r"[\w.-]+", "nodes": POSITIVE, "ntasks": POSITIVE,
           "ntasks-per-node": POSITIVE, "gpus-per-node": POSITIVE, "cpus-per-task": POSITIVE,
           "time": r"([0-9]+-)?[0-9]{1,2}:[0-9]{2}:[0-9]{2}", "output": r"\S*%j\S*",
           "error": r"\S*%j\S*", "partition": r"\S+", "account": r"\S+", "mem": r"[0-9]+[KMGT]?",
-          "signal": r"(B:)?[A-Z0-9]+(@[0-9]+)?", "requeue": r""}
+          "signal": r"(B:)?[A-Z0-9]+(@[0-9]+)?", "requeue": r"", "open-mode": r"append|truncate"}
 # the small grid the real runs use: synthetic data, one epoch of 8 steps, 2 masks x 2 rewinds
 SMALL = ["--set", "dataset.name=synthetic", "--set", "dataset.train_examples=400",
          "--set", "dataset.test_examples=100", "--set", "train.epochs=1",
@@ -57,7 +57,8 @@ def test_template_is_valid_slurm(path):
     assert {"nodes", "ntasks-per-node", "cpus-per-task", "time", "output"} <= set(opts)
     # srun (Slurm >= 22.05) does not inherit --cpus-per-task: every srun must be given it
     body = text[text.index(lines[-1]):]
-    sruns = [i for i, l in enumerate(body.splitlines()) if re.match(r"\s*srun\b", l)]
+    sruns = [i for i, l in enumerate(body.splitlines())
+             if re.match(r"\s*(python3 -m lth_mpi\.outcome )?srun\b", l)]
     assert sruns
     export = re.search(r"^export SRUN_CPUS_PER_TASK=\$\{?SLURM_CPUS_PER_TASK", body, re.M)
     for i in sruns:

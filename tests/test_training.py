@@ -166,3 +166,13 @@ def test_batchnorm_reestimation_is_the_plain_average_over_training_batches():
     for w in model.weights:
         if "moving" not in w.path:
             np.testing.assert_array_equal(np.asarray(w), others[w.path])
+
+
+def test_each_node_local_rank_claims_its_own_gpu_of_those_slurm_made_visible():
+    from lth_mpi.training import gpu_claim
+    # --gpus-per-node=2: every task of a node sees both; two ranks (two groups) never share
+    assert [gpu_claim(r, "0,1") for r in range(2)] == ["0", "1"]
+    assert [gpu_claim(r, "2,3") for r in range(4)] == ["2", "3", "2", "3"]   # more ranks than GPUs
+    # --gpus-per-task=1 binds one device to each task: that one
+    assert gpu_claim(1, "1") == "1" and gpu_claim(0, " 0 ") == "0"
+    assert gpu_claim(0, None) == "" and gpu_claim(3, "") == ""

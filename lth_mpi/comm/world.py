@@ -32,6 +32,7 @@ class Layout:
     host: str
     threads: int = 1
     allreduce: str = "none"   # how the group averages gradients: none (group of one), mpi, horovod
+    gpu: str = ""             # the CUDA device id it claims (training.gpu_claim), "" for none
 
     @property
     def is_writer(self) -> bool:

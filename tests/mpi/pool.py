@@ -21,6 +21,7 @@ import traceback
 from multiprocessing.connection import Listener
 
 sys.path[0] = os.getcwd()   # as under `python -m lth_mpi`: this checkout's modules, tests' too
+os.environ.pop("LTH_OUTCOME", None)   # many searches, each judged by its test, not the launch
 from mpi4py import MPI  # noqa: E402
 
 from lth_mpi import cli  # noqa: E402
