@@ -604,6 +604,9 @@ class Work:
             return [c for c in mine[layout.group] if c.name not in done], None
         tasks = plan.queue(cells, s, self.trainer.steps_per_epoch, done, chained)
         work = WorkQueue(layout)   # the longest task left, as groups free up
+        if work.fallback and layout.is_writer:
+            print(f"lth-mpi: note: no shared queue ({work.fallback}): the groups take the "
+                  "cells round robin, longest first", flush=True)
 
         def taken():
             while (i := work.take()) < len(tasks):

@@ -25,6 +25,10 @@
 #                   CUDA build). Needs nvcc (the CUDA toolkit) on PATH or in CUDA_HOME.
 #   LTH_WHEEL_CACHE where built mpi4py/Horovod wheels are kept, keyed by Python, MPI, TensorFlow
 #                   and GPU build (default ~/.cache/lth-mpi/wheels; empty: build every time)
+#   LTH_CLUSTER     0 (default) | auto | 1: the tools of the one-machine cluster the tests start
+#                   (run/cluster.sh: Slurm's slurmctld/slurmd/srun, munge, ip). auto (what
+#                   run/test.sh asks for): install them as root with apt, else say the cluster
+#                   tests will be skipped; 1: required.
 #   LTH_NO_APT=1    never call apt-get, even as root.
 set -euo pipefail
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
@@ -38,6 +42,7 @@ TF_PIN=; [[ $TF_PACKAGE == *==* ]] && TF_PIN=${TF_PACKAGE##*==}
 PYTHONS="3.13 3.12 3.11 3.10"       # what TensorFlow 2.21 has wheels for (none for 3.14 yet)
 HOROVOD_VERSION=0.28.1              # its last release; run/fix_horovod.py is keyed to it
 case "${LTH_HOROVOD:-1}" in 0|1) ;; *) die "LTH_HOROVOD=$LTH_HOROVOD: expected 0 or 1" ;; esac
+case "${LTH_CLUSTER:-0}" in 0|auto|1) ;; *) die "LTH_CLUSTER=$LTH_CLUSTER: expected 0, auto or 1" ;; esac
 case "$MPI_KIND" in auto|mpich|openmpi) ;; *) die "LTH_MPI=$MPI_KIND: expected auto, mpich or openmpi" ;; esac
 
 can_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ -z "${LTH_NO_APT:-}" ]; }
@@ -99,8 +104,15 @@ if [ "$MPI_KIND" = auto ]; then
 fi
 if [ "$MPI_KIND" != auto ]; then
     pkgs=(mpich libmpich-dev); [ "$MPI_KIND" = openmpi ] && pkgs=(openmpi-bin libopenmpi-dev)
-    command -v "mpicc.$MPI_KIND" >/dev/null && command -v "mpiexec.$MPI_KIND" >/dev/null \
-        || need "$MPI_KIND" "${pkgs[@]}"
+    if ! command -v "mpicc.$MPI_KIND" >/dev/null || ! command -v "mpiexec.$MPI_KIND" >/dev/null; then
+        # installing a second MPI can switch /usr/bin/mpicc and mpiexec to it: put them back
+        alternatives=$(for g in mpi mpirun; do
+            update-alternatives --query "$g" 2>/dev/null | awk -v g="$g" '/^Value:/ {print g, $2}'; done)
+        need "$MPI_KIND" "${pkgs[@]}"
+        while read -r group value; do
+            [ -z "$group" ] || update-alternatives --set "$group" "$value" >/dev/null
+        done <<< "$alternatives"
+    fi
     mpi_paths=(); for t in "${mpi_tools[@]}"; do mpi_paths+=("$(command -v "$t.$MPI_KIND")"); done
 fi
 if [ -n "$LTH_VENV" ]; then   # small scripts, not links: Hydra finds its proxy by its own path
@@ -218,7 +230,31 @@ else
     rm -f "$absent"
 fi
 
-# 8. The package itself (editable: `lth-mpi` lands in the environment's bin/), test extras.
+# 8. The one-machine cluster's tools (run/cluster.sh), when the tests ask for them. Their
+#    daemons are never enabled here: run/cluster.sh starts its own, inside its fake nodes.
+if [ "${LTH_CLUSTER:-0}" != 0 ]; then
+    missing=()
+    for tool in slurmctld:slurmctld slurmd:slurmd srun:slurm-client munged:munge ip:iproute2; do
+        command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        if can_apt; then need "the test cluster's tools (run/cluster.sh)" "${missing[@]}"
+        elif [ "$LTH_CLUSTER" = 1 ]; then die "the test cluster needs ${missing[*]}: apt-get install them, or rerun as root"
+        else say "cluster: ${missing[*]} missing and no root with apt: the cluster tests will be skipped"; fi
+    fi
+    # and Open MPI beside the MPICH default, for the cluster's hostfile test with Open MPI:
+    # its own environment, as run/check-openmpi.sh makes it (no Horovod: mpi4py averages)
+    ompi=$LTH_ROOT/.venv-openmpi
+    if ! mpiexec --version 2>&1 | grep -qiE 'open ?mpi|openrte' && [ -n "$LTH_VENV" ] && [ "$LTH_VENV" != "$ompi" ] && can_apt &&
+       ! "$ompi/bin/python" -c 'import mpi4py.MPI, tensorflow' 2>/dev/null; then
+        say "cluster: making $ompi (Open MPI) for the cluster's Open MPI test"
+        LTH_VENV=$ompi LTH_MPI=openmpi LTH_HOROVOD=0 LTH_CLUSTER=0 bash "$LTH_ROOT/run/install.sh" \
+            | sed 's/^install: /install: (Open MPI) /' \
+            || say "cluster: $ompi could not be made (above): the Open MPI test will be skipped"
+    fi
+fi
+
+# 9. The package itself (editable: `lth-mpi` lands in the environment's bin/), test extras.
 pip install -q --no-build-isolation -e ".[test]"
 [ -z "$LTH_VENV" ] || say "to use it interactively: . ${LTH_VENV#"$LTH_ROOT"/}/bin/activate   (then lth-mpi is on PATH)"
 "$PY" -c 'from lth_mpi.comm.stack import stack; print("install: ok:", stack())'

@@ -1,13 +1,15 @@
 """Fixtures shared by the whole suite, and the stack it runs on in its header."""
 import pytest
 
-from mpi_helpers import TINY, lth
+from mpi_helpers import TINY, cluster_reason, lth
 
 
 def pytest_report_header(config):
-    """What the suite tests: Horovod built and tested, or absent and why (its tests skip)."""
+    """What the suite tests: Horovod built and tested, or absent and why (its tests skip);
+    the two-node cluster's tests run, or why not."""
     from lth_mpi.comm.stack import stack
-    return f"stack: {stack()}"
+    return [f"stack: {stack()}",
+            f"cluster: {cluster_reason() or 'the two-node cluster tests run (run/cluster.sh)'}"]
 
 
 @pytest.fixture(scope="session")

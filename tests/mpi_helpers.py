@@ -1,5 +1,6 @@
 """Running real mpiexec jobs from pytest."""
 import atexit
+import functools
 import os
 import shutil
 import signal
@@ -127,6 +128,17 @@ def lth(n: int, config: str, *extra: str, timeout: float = 600, env=None, pooled
             not any("threads" in a or "horovod" in a for a in extra):
         return pool().run(argv, timeout)
     return mpiexec(n, ["-m", "lth_mpi", *argv], timeout, env=env)
+
+
+@functools.cache
+def cluster_reason() -> str | None:
+    """Why the two-node cluster (run/cluster.sh) cannot run here, in one line; None if it can."""
+    proc = subprocess.run(["bash", os.path.join(ROOT, "run", "cluster.sh"), "check"],
+                          capture_output=True, text=True, timeout=60)
+    if proc.returncode == 0:
+        return None
+    return "cluster tests skipped: " + (proc.stderr.strip().splitlines() or ["?"])[-1] \
+        .removeprefix("cluster: error: ")
 
 
 TINY = os.path.join(ROOT, "tests", "configs", "tiny_fashion.yaml")

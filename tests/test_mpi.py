@@ -18,7 +18,7 @@ SIZES = [2, 4]
 
 
 @pytest.mark.parametrize("n", SIZES)
-@pytest.mark.parametrize("script", ["check_broadcast.py", "check_groups.py"])
+@pytest.mark.parametrize("script", ["check_broadcast.py", "check_groups.py", "check_queue.py"])
 def test_collectives(n, script):
     proc = mpiexec(n, [f"tests/mpi/{script}"], timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
